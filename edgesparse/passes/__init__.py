@@ -1,1 +1,1 @@
-"""passes stage."""
+"""Relax graph passes. They rewrite operators and never mention instructions."""

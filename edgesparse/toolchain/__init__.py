@@ -1,1 +1,1 @@
-"""toolchain stage."""
+"""C toolchain."""

@@ -1,0 +1,219 @@
+"""compile(): a model in, a self-contained artifact directory out.
+
+frontend (ONNX / torch) -> graph passes -> kernels (TIR, scheduled) -> static plan -> C driver -> zig link.
+The artifact is written to a temporary directory beside `out_dir` and moved into place at the end, so a
+failed compile never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .aot.emit_c import c_identifier, emit_header, emit_source, plan_staging, write_weights
+from .aot.plan import build_plan
+from .errors import EdgesparseError
+from .frontend import onnx_model
+from .lower.build_kernels import compile_kernels, kernel_module, workspace_bound
+from .lower.relax_to_tir import lower_to_kernels
+from .passes.pipeline import optimize_graph
+from .progress import Progress
+from .targets import Target, get_target
+from .toolchain import zig
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class CompileResult:
+    out_dir: Path
+    manifest: dict
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+
+def _parse_shape_args(input_shapes) -> dict[str, tuple[int, ...]]:
+    if not input_shapes:
+        return {}
+    if isinstance(input_shapes, dict):
+        return {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
+    out = {}
+    for item in input_shapes:  # "NAME:1,3,224,224"
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise EdgesparseError(f"--input-shape '{item}' is not NAME:D1,D2,...") from None
+    return out
+
+
+def _torch_to_onnx(module, example_inputs, tmp: Path) -> Path:
+    from .frontend.torch_model import export_module
+
+    return export_module(module, example_inputs, tmp / "model.onnx")
+
+
+def _schedule_hook(tgt: Target):
+    try:
+        from edgesparse.kernels.schedule import schedule_module
+    except ImportError:  # the dense schedules are being written (issue 5); until then kernels run unscheduled
+        return None
+    return lambda mod: schedule_module(mod, tgt)
+
+
+def _layer_kind(kernel: str) -> str:
+    parts = kernel.removeprefix("fused_").split("_")
+    parts = [p for p in parts if not p.isdigit()]
+    words = "_".join(parts)
+    # strip TVM's de-duplication suffixes (conv2d_add_relu1 -> conv2d_add_relu)
+    return words.rstrip("0123456789") or kernel
+
+
+def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise EdgesparseError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+            raise EdgesparseError(f"{out_dir}: exists, is not empty and holds no edgesparse artifact; not overwriting")
+        old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
+        out_dir.rename(old)
+        tmp_dir.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp_dir.rename(out_dir)
+
+
+def compile(
+    model,
+    target: str | Target = "x86_64",
+    out_dir: str | os.PathLike = "out",
+    *,
+    input_shapes=None,
+    example_inputs=None,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> CompileResult:
+    """Compile `model` (an ONNX path or a torch.nn.Module) for `target` into `out_dir`."""
+    t_start = time.perf_counter()
+    tgt = target if isinstance(target, Target) else get_target(target)
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    progress = progress or Progress.for_terminal()
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp_dir.chmod(0o755)
+    try:
+        with progress.task(f"compile for {tgt.name}", total=6) as step:
+            if isinstance(model, (str, os.PathLike)):
+                source = str(model)
+                onnx_path = Path(model)
+            else:
+                if example_inputs is None:
+                    raise EdgesparseError("compiling a torch.nn.Module needs example_inputs")
+                source = type(model).__name__
+                onnx_path = _torch_to_onnx(model, example_inputs, tmp_dir)
+            name = name or (Path(source).stem if isinstance(model, (str, os.PathLike)) else source)
+            cname = c_identifier(name)
+
+            step("import")
+            proto = onnx_model.load_onnx(onnx_path)
+            onnx_model.check_supported_ops(proto, source)
+            specs = onnx_model.pin_input_shapes(proto, _parse_shape_args(input_shapes), source)
+            proto = onnx_model.fold_shape_computations(proto, specs)
+            output_names = [o.name for o in proto.graph.output]
+            mod = onnx_model.import_to_relax(proto, specs, source)
+
+            step("graph passes")
+            mod = optimize_graph(mod)
+
+            step("lower to kernels")
+            mod = lower_to_kernels(mod, tgt.tvm_target(), schedule=_schedule_hook(tgt))
+            plan = build_plan(mod["main"])
+            kmod = kernel_module(mod)
+            called = {c.func for c in plan.calls}
+            plan.workspace_bytes = max(
+                [workspace_bound(f) for gv, f in kmod.functions.items() if gv.name_hint in called], default=0
+            )
+            plan_staging(plan)
+
+            step("compile kernels")
+            compile_kernels(kmod, tgt.tvm_target(), tmp_dir / "kernels.o")
+
+            step("emit C")
+            header = f"{cname}.h"
+            weights = f"{cname}.weights.bin"
+            write_weights(plan, tmp_dir / weights)
+            input_names = [s.name for s in specs]
+            (tmp_dir / header).write_text(emit_header(name, plan, input_names, output_names))
+            (tmp_dir / f"{cname}.c").write_text(emit_source(name, plan, input_names, output_names, weights))
+            for f in ("edgesparse_rt.h", "edgesparse_rt.c"):
+                shutil.copy(zig.runtime_dir() / f, tmp_dir / f)
+
+            step("link")
+            zig.compile_c(tgt, tmp_dir / f"{cname}.c", tmp_dir / "model.o")
+            zig.compile_c(tgt, tmp_dir / "edgesparse_rt.c", tmp_dir / "rt.o")
+            lib = tmp_dir / f"lib{cname}.a"
+            zig.archive([tmp_dir / "kernels.o", tmp_dir / "model.o", tmp_dir / "rt.o"], lib)
+            zig.link_runner(tgt, cname, header, lib, tmp_dir / tgt.runner_name)
+            if tgt.is_wasm:
+                shutil.copy(zig.runtime_dir() / "wasi_runner.mjs", tmp_dir / "wasi_runner.mjs")
+            for f in ("kernels.o", "model.o", "rt.o"):
+                (tmp_dir / f).unlink()
+
+        manifest = {
+            "format": 1,
+            "name": name,
+            "c_name": cname,
+            "source": source,
+            "target": tgt.name,
+            "triple": tgt.tvm.get("mtriple"),
+            "zig_target": tgt.zig_target,
+            "default_device": tgt.default_device,
+            "inputs": [{"name": s.name, "shape": list(r.shape), "dtype": r.dtype} for s, r in zip(specs, plan.inputs)],
+            "outputs": [
+                {"name": nm, "shape": list(r.shape), "dtype": r.dtype} for nm, r in zip(output_names, plan.outputs)
+            ],
+            "arena_bytes": plan.arena_bytes,
+            "activation_bytes": plan.activation_bytes,
+            "workspace_bytes": plan.workspace_bytes,
+            "weight_bytes": plan.weight_bytes,
+            "layers": [
+                {"kernel": c.func, "kind": _layer_kind(c.func), "output_shape": list(c.args[-1].shape)}
+                for c in plan.calls
+            ],
+            "files": {
+                "header": header,
+                "source": f"{cname}.c",
+                "weights": weights,
+                "library": lib.name,
+                "runner": tgt.runner_name,
+            },
+            "compile_seconds": round(time.perf_counter() - t_start, 2),
+            "host": {"python": platform.python_version(), "machine": platform.machine()},
+        }
+        manifest["artifact_bytes"] = {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir())}
+        (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace_dir(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return CompileResult(out_dir, manifest)
+
+
+def load_manifest(artifact_dir: str | os.PathLike) -> dict:
+    path = Path(artifact_dir) / MANIFEST
+    if not path.is_file():
+        raise EdgesparseError(f"{artifact_dir}: not an edgesparse artifact (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgesparseError(f"{path}: corrupt manifest ({exc})") from None

@@ -1,0 +1,401 @@
+"""Sparsify: rewrite 1x1 convolutions and fully-connected layers with constant, sparse weights into calls of the
+f32-spmm kernels (``kernels/spmm``), with packed-weight constants.
+
+Input: a Relax module as the frontend leaves it after ``DecomposeOpsForInference``, BN folding and
+``FoldConstant`` (batch 1, NCHW). Matched per layer, fused into one kernel call:
+
+* ``R.nn.conv2d`` with a constant ``[Cout, Cin, 1, 1]`` weight, stride 1, no padding, dilation 1, groups 1,
+  NCHW/OIHW, input ``[1, Cin, H, W]``; or ``R.matmul`` of a ``[1, K]`` input by a constant ``[K, N]`` weight
+  (ONNX Gemm/MatMul after constant folding of the transpose);
+* then, each only if the previous value has no other use: an ``R.add`` of a constant per-output-channel bias;
+  any chain of ``R.nn.relu``, ``R.clip``, ``R.maximum``/``R.minimum`` by a scalar constant (and the
+  ``maximum``/``minimum`` ``call_tir`` that ``FoldConstant`` leaves for ONNX ``Clip``) folded into one clamp.
+
+Policy: ``mode="auto"`` rewrites a layer when its weight sparsity >= ``min_sparsity``; ``"on"`` rewrites every
+eligible layer (XNNPACK's choice: all 1x1 convs of a sparse network, dense ones too); ``"off"`` rewrites
+nothing but still reports. Every conv2d/matmul with a constant weight gets a :class:`LayerDecision` in
+``report`` (name, shape, sparsity, block, sparse or dense and why), for the manifest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.expr import GenericConst
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from edgesparse.errors import EdgesparseError
+from edgesparse.kernels.spmm import (
+    SpmmKernelSpec,
+    choose_block,
+    epilogue_name,
+    make_spmm_kernel,
+    pack_spmm_weights,
+    spmm_mr_for,
+)
+
+MODES = ("auto", "on", "off")
+DEFAULT_MIN_SPARSITY = 0.5
+
+
+@dataclass
+class LayerDecision:
+    """One conv2d/matmul layer with a constant weight, as the manifest records it."""
+
+    name: str  # "<op>_<index>:<relax var of the layer's result>"
+    op: str  # "conv2d" | "matmul"
+    shape: tuple  # weight shape as imported: OIHW for conv2d, [K, N] for matmul
+    pixels: int  # H*W of the output (1 for matmul)
+    sparsity: float
+    block: int | None  # output-channel block of the packed format (None when not eligible)
+    sparse: bool
+    reason: str
+    kernel: str | None = None  # PrimFunc name in the module when sparse
+    variant: str | None = None  # f32_spmm_<MR>x<block>_<epilogue>
+    fused: list = field(default_factory=list)  # ops fused into the kernel call: "bias", "clamp(lo,hi)"
+    index_dtype: str | None = None
+    packed_bytes: int | None = None
+    dense_bytes: int | None = None
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+# --- reading the graph ------------------------------------------------------------------------------------------
+
+
+def _op_name(value) -> str | None:
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        return value.op.name
+    return None
+
+
+def _static_shape(expr) -> tuple[int, ...] | None:
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(v) for v in ty.shape.values)
+    except (TypeError, AttributeError):
+        return None
+
+
+def _dtype(expr) -> str | None:
+    ty = getattr(expr, "ty", None)
+    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
+
+
+def _const_array(expr) -> np.ndarray | None:
+    if isinstance(expr, GenericConst):
+        try:
+            return expr.value.numpy()
+        except AttributeError:
+            return None
+    return None
+
+
+def _scalar(expr) -> float | None:
+    arr = _const_array(expr)
+    if arr is not None and arr.size == 1:
+        return float(arr.reshape(()))
+    if isinstance(expr, relax.PrimValue) if hasattr(relax, "PrimValue") else False:
+        return float(expr.value.value)
+    value = getattr(expr, "value", None)  # R.prim_value(...) of clip
+    if value is not None and hasattr(value, "value") and isinstance(value.value, (int, float)):
+        return float(value.value)
+    return None
+
+
+def _call_args(value):
+    """Arguments of an op call, or of the PrimFunc in a ``call_tir``."""
+    if _op_name(value) == "relax.call_tir":
+        return list(value.args[1].fields)
+    return list(value.args)
+
+
+def _clamp_of(value, x) -> tuple[float, float] | None:
+    """The (lo, hi) clamp ``value`` applies to ``x``, or None if it is not a clamp of x."""
+    name = _op_name(value)
+    if name == "relax.nn.relu" and value.args[0].same_as(x):
+        return (0.0, math.inf)
+    if name == "relax.clip" and value.args[0].same_as(x):
+        lo, hi = _scalar(value.args[1]), _scalar(value.args[2])
+        if lo is not None and hi is not None:
+            return (lo, hi)
+        return None
+    kind = None
+    if name in ("relax.maximum", "relax.minimum"):
+        kind = name.split(".")[-1]
+    elif name == "relax.call_tir":
+        callee = value.args[0]
+        hint = getattr(callee, "name_hint", "")
+        if hint.rstrip("0123456789_") in ("maximum", "minimum"):
+            kind = hint.rstrip("0123456789_")
+    if kind is None:
+        return None
+    args = _call_args(value)
+    if len(args) != 2:
+        return None
+    other = args[1] if args[0].same_as(x) else args[0] if args[1].same_as(x) else None
+    s = _scalar(other) if other is not None else None
+    if s is None:
+        return None
+    return (s, math.inf) if kind == "maximum" else (-math.inf, s)
+
+
+def _bias_of(value, x, cout: int, op: str) -> np.ndarray | None:
+    if _op_name(value) != "relax.add":
+        return None
+    a, b = value.args
+    other = b if a.same_as(x) else a if b.same_as(x) else None
+    arr = _const_array(other) if other is not None else None
+    if arr is None or arr.dtype != np.float32 or arr.size != cout:
+        return None
+    ok = {
+        "conv2d": [(1, cout, 1, 1), (cout, 1, 1)],
+        "matmul": [(cout,), (1, cout)],
+    }[op]
+    if arr.shape not in ok and cout != 1:
+        return None
+    return arr.reshape(cout)
+
+
+@dataclass
+class _Layer:
+    decision: LayerDecision
+    x: relax.Expr
+    w: np.ndarray  # [Cout, Cin]
+    bias: np.ndarray | None
+    clamp: tuple[float, float] | None
+    end: relax.Var
+    inner: list  # vars of the chain before `end` (dropped when the chain is rewritten)
+
+
+def _use_counts(func) -> dict:
+    counts: dict = {}
+
+    def note(expr):
+        for v in relax.analysis.used_vars(expr) if hasattr(relax.analysis, "used_vars") else relax.analysis.free_vars(expr):
+            counts[v] = counts.get(v, 0) + 1
+
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            note(binding.value)
+    note(func.body.body)
+    return counts
+
+
+def _eligible(value) -> tuple[str, str | None]:
+    """(op, reason it cannot be rewritten or None) for a conv2d/matmul binding value with a constant weight."""
+    name = _op_name(value)
+    if name == "relax.nn.conv2d":
+        a = value.attrs
+        x_shape = _static_shape(value.args[0])
+        w_shape = _static_shape(value.args[1])
+        if tuple(int(s) for s in w_shape[2:]) != (1, 1):
+            return "conv2d", f"{w_shape[2]}x{w_shape[3]} kernel (only 1x1 is sparse)"
+        if int(a.groups) != 1:
+            return "conv2d", f"groups={int(a.groups)}"
+        if any(int(s) != 1 for s in a.strides):
+            return "conv2d", f"stride {[int(s) for s in a.strides]}"
+        if any(int(p) != 0 for p in a.padding) or any(int(d) != 1 for d in a.dilation):
+            return "conv2d", "padding or dilation"
+        if str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW" or str(a.out_layout) != "NCHW":
+            return "conv2d", f"layout {a.data_layout}/{a.kernel_layout}"
+        if x_shape is None or len(x_shape) != 4 or x_shape[0] != 1:
+            return "conv2d", f"input shape {x_shape} (needs static batch 1)"
+        if a.out_dtype not in (None, "", "float32") and str(a.out_dtype) not in ("float32", ""):
+            return "conv2d", f"out_dtype {a.out_dtype}"
+        return "conv2d", None
+    if name == "relax.matmul":
+        x_shape = _static_shape(value.args[0])
+        w_shape = _static_shape(value.args[1])
+        if w_shape is None or len(w_shape) != 2:
+            return "matmul", f"weight shape {w_shape}"
+        if x_shape is None or len(x_shape) != 2 or x_shape[0] != 1:
+            return "matmul", f"input shape {x_shape} (needs [1, K])"
+        return "matmul", None
+    raise AssertionError(name)
+
+
+def plan_layers(func, *, mode: str, min_sparsity: float) -> list[_Layer]:
+    """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one."""
+    counts = _use_counts(func)
+    users: dict = {}
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    for b in bindings:
+        for v in relax.analysis.free_vars(b.value):
+            users.setdefault(v, []).append(b)
+    layers = []
+    index = {"conv2d": 0, "matmul": 0}
+    for binding in bindings:
+        value = binding.value
+        if _op_name(value) not in ("relax.nn.conv2d", "relax.matmul"):
+            continue
+        w_arr = _const_array(value.args[1])
+        if w_arr is None or w_arr.dtype != np.float32 or _dtype(value.args[0]) != "float32":
+            continue
+        op, not_eligible = _eligible(value)
+        w_shape = tuple(int(s) for s in w_arr.shape)
+        out_shape = _static_shape(binding.var) or ()
+        name = f"{op}_{index[op]}:{binding.var.name}"
+        index[op] += 1
+        sparsity = 1.0 - np.count_nonzero(w_arr) / float(w_arr.size)
+        if op == "conv2d":
+            pixels = int(np.prod(out_shape[2:])) if len(out_shape) == 4 else 0
+        else:
+            pixels = 1
+        decision = LayerDecision(name=name, op=op, shape=w_shape, pixels=pixels, sparsity=round(float(sparsity), 6),
+                                 block=None, sparse=False, reason="")
+        if not_eligible is not None:
+            decision.reason = f"dense: {not_eligible}"
+            layers.append(_Layer(decision, value.args[0], None, None, None, binding.var, []))
+            continue
+        w = w_arr.reshape(w_shape[0], w_shape[1]) if op == "conv2d" else np.ascontiguousarray(w_arr.T)
+        cout = w.shape[0]
+        # fuse the epilogue: bias, then clamps, each only when the previous value has a single use
+        end, inner, bias, clamp, fused = binding.var, [], None, None, []
+
+        def single_user(var):
+            if counts.get(var, 0) != 1 or len(users.get(var, [])) != 1:
+                return None
+            return users[var][0]
+
+        user = single_user(end)
+        if user is not None:
+            b = _bias_of(user.value, end, cout, op)
+            if b is not None:
+                inner.append(end)
+                end, bias = user.var, b
+                fused.append("bias")
+        while True:
+            user = single_user(end)
+            c = _clamp_of(user.value, end) if user is not None else None
+            if c is None:
+                break
+            lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
+            clamp = (max(lo, c[0]), min(hi, c[1]))
+            inner.append(end)
+            end = user.var
+        if clamp is not None:
+            fused.append(f"clamp({clamp[0]:g},{clamp[1]:g})")
+        decision.block = choose_block(w)
+        decision.fused = fused
+        decision.dense_bytes = int(w.size * 4 + (cout * 4 if bias is not None else 0))
+        if mode == "off":
+            decision.reason = "dense: mode=off"
+        elif mode == "on":
+            decision.sparse, decision.reason = True, "sparse: mode=on"
+        elif sparsity >= min_sparsity:
+            decision.sparse, decision.reason = True, f"sparse: sparsity {sparsity:.3f} >= min_sparsity {min_sparsity:g}"
+        else:
+            decision.reason = f"dense: sparsity {sparsity:.3f} < min_sparsity {min_sparsity:g}"
+        layers.append(_Layer(decision, value.args[0], w, bias, clamp, end, inner))
+    return layers
+
+
+# --- rewriting ----------------------------------------------------------------------------------------------
+
+
+@mutator
+class _SparsifyMutator(PyExprMutator):
+    def __init__(self, mod, target, threads):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.target = target
+        self.threads = threads
+        self.ends: dict = {}
+        self.dropped: set = set()
+
+    def rewrite(self, layers_by_func):
+        for gv, func in self.mod_.functions_items():
+            if not isinstance(func, relax.Function) or gv not in layers_by_func:
+                continue
+            self.ends, self.dropped = {}, set()
+            for layer in layers_by_func[gv]:
+                if layer.decision.sparse:
+                    self.ends[layer.end] = layer
+                    self.dropped.update(layer.inner)
+            if not self.ends:
+                continue
+            new_func = self.visit_expr(func)
+            self.builder_.update_func(gv, new_func)
+        return self.builder_.finalize()
+
+    def visit_var_binding_(self, binding):
+        if binding.var in self.dropped:
+            return  # folded into the kernel call that replaces the chain's last binding
+        layer = self.ends.get(binding.var)
+        if layer is None:
+            return super().visit_var_binding_(binding)
+        d = layer.decision
+        packed = pack_spmm_weights(layer.w, layer.bias, block=d.block)
+        x = self.visit_expr(layer.x)
+        in_shape = _static_shape(layer.x)
+        out_shape = _static_shape(binding.var)
+        mr = spmm_mr_for(self.target, packed.block)
+        spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
+                                         in_shape=in_shape, out_shape=out_shape)
+        prim = make_spmm_kernel(spec).without_attr("global_symbol")
+        gvar = self.builder_.add_func(prim, spec.variant)
+        d.kernel = gvar.name_hint
+        d.variant = spec.variant
+        d.index_dtype = packed.index_dtype
+        d.packed_bytes = packed.nbytes
+        call = relax.call_tir(
+            gvar,
+            relax.Tuple([x, relax.const(packed.values), relax.const(packed.block_ptr), relax.const(packed.channel_index)]),
+            out_ty=relax.TensorType(list(out_shape), "float32"),
+        )
+        self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(call)))
+
+
+def sparsify(
+    mod: tvm.IRModule,
+    target,
+    *,
+    mode: str = "auto",
+    min_sparsity: float = DEFAULT_MIN_SPARSITY,
+    threads: int = 1,
+    report: list | None = None,
+) -> tvm.IRModule:
+    """Rewrite eligible layers of every Relax function in ``mod`` (see the module doc); append one
+    :class:`LayerDecision` per conv2d/matmul with a constant weight to ``report``.
+
+    ``target``: an ``edgesparse.targets.Target`` or its name (it sets the kernels' pixel tile)."""
+    if mode not in MODES:
+        raise EdgesparseError(f"sparsify mode '{mode}' is not one of {', '.join(MODES)}")
+    if not 0.0 <= min_sparsity <= 1.0:
+        raise EdgesparseError(f"min_sparsity {min_sparsity} is not in [0, 1]")
+    if isinstance(target, str):
+        from edgesparse.targets import get_target
+
+        target = get_target(target)
+    layers_by_func = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity)
+    out = _SparsifyMutator(mod, target, threads).rewrite(layers_by_func)
+    if report is not None:
+        for layers in layers_by_func.values():
+            report.extend(layer.decision for layer in layers)
+    return out
+
+
+class SparsifyPass:
+    """``sparsify`` as a callable module pass; ``.report`` holds the decisions of the last run."""
+
+    def __init__(self, target, *, mode: str = "auto", min_sparsity: float = DEFAULT_MIN_SPARSITY, threads: int = 1):
+        self.target, self.mode, self.min_sparsity, self.threads = target, mode, min_sparsity, threads
+        self.report: list[LayerDecision] = []
+
+    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
+        self.report = []
+        return sparsify(mod, self.target, mode=self.mode, min_sparsity=self.min_sparsity, threads=self.threads,
+                        report=self.report)
