@@ -117,6 +117,9 @@ def build_plan(main: relax.Function) -> Plan:
             idx = None
         if idx is None:
             arr = np.ascontiguousarray(c.value.numpy())
+            # A constant's data may carry a different but equal-sized shape than its type (a scalar stored
+            # as shape (1,)); the kernel checks against the type.
+            arr = arr.reshape(_tensor_type(c)[0])
             idx = len(constants)
             const_ids[key] = idx
             constants.append(arr)

@@ -1,1 +1,1 @@
-"""harness stage."""
+"""Harness: run an artifact on a device, verify it against ONNX Runtime, benchmark it."""

@@ -350,7 +350,7 @@ class _SparsifyMutator(PyExprMutator):
         d.packed_bytes = packed.nbytes
         call = relax.call_tir(
             gvar,
-            relax.Tuple([x, relax.const(packed.values), relax.const(packed.block_ptr), relax.const(packed.channel_index)]),
+            relax.Tuple([x, relax.const(packed.values), relax.const(packed.segment_ptr), relax.const(packed.channel_index)]),
             out_ty=relax.TensorType(list(out_shape), "float32"),
         )
         self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(call)))

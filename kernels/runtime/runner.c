@@ -101,7 +101,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < runs; ++i) {
       double t0 = now_ms();
       if (m->run(arena, (const void* const*)inputs, outputs) != 0) die(3, "inference failed", m->last_error());
-      printf("%s%.4f", i ? ", " : "", now_ms() - t0);
+      printf("%s%.6f", i ? ", " : "", now_ms() - t0);
     }
     printf("]");
     printf("}\n");

@@ -1,0 +1,168 @@
+"""The `edgesparse` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EdgesparseError
+
+
+class _Cli(click.Group):
+    """Turns EdgesparseError into `error: ...` and exit code 2; tracebacks only with --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgesparseError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Cli)
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="edgesparse")
+@click.pass_context
+def main(ctx, debug):
+    """Compile pruned neural networks into fast, self-contained artifacts for ARM, WebAssembly and x86-64."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", default="x86_64", show_default=True, help="See `edgesparse targets`.")
+@click.option("--output", "-o", "out_dir", default=None, help="Artifact directory [default: out/<model>-<target>].")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
+              help="Pin an input's shape (needed for dynamic dimensions).")
+@click.option("--name", default=None, help="C symbol prefix [default: the model file's stem].")
+def compile_cmd(model, target, out_dir, input_shapes, name):
+    """Compile an ONNX MODEL into an artifact directory."""
+    from .compiler import compile as compile_model
+
+    out_dir = out_dir or f"out/{Path(model).stem}-{target}"
+    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name)
+    m = res.manifest
+    click.echo(
+        f"{m['name']} -> {res.out_dir} ({m['target']}, {len(m['layers'])} kernels, "
+        f"arena {m['arena_bytes'] / 1e6:.2f} MB, weights {m['weight_bytes'] / 1e6:.2f} MB, "
+        f"{m['compile_seconds']:.1f} s)"
+    )
+
+
+def _load_inputs(paths: tuple[str, ...]):
+    import numpy as np
+
+    arrays = []
+    for p in paths:
+        try:
+            arrays.append(np.load(p, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise EdgesparseError(f"{p}: cannot read as .npy ({exc})") from None
+    return arrays
+
+
+@main.command("run")
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--input", "-i", "inputs", multiple=True, required=True, help="An .npy file per model input, in order.")
+@click.option("--output", "-o", "outputs", multiple=True, help="Where to write each output (.npy).")
+@click.option("--device", "-d", default=None, help="local, qemu, node [default: the target's].")
+def run_cmd(artifact, inputs, outputs, device):
+    """Run one inference of ARTIFACT on a device."""
+    import numpy as np
+
+    from .harness.run import run_artifact
+
+    results = run_artifact(artifact, _load_inputs(inputs), device)
+    if outputs and len(outputs) != len(results):
+        raise EdgesparseError(f"the model has {len(results)} output(s); -o given {len(outputs)} time(s)")
+    for i, arr in enumerate(results):
+        if outputs:
+            np.save(outputs[i], arr)
+            click.echo(f"output {i}: {list(arr.shape)} {arr.dtype} -> {outputs[i]}")
+        else:
+            click.echo(f"output {i}: {list(arr.shape)} {arr.dtype} {np.array2string(arr.ravel()[:8], precision=4)}...")
+
+
+@main.command("verify")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--device", "-d", default=None)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--tolerance", default=1e-4, show_default=True, help="Max |error| relative to the output's scale.")
+def verify_cmd(model, artifact, device, seed, tolerance):
+    """Run the same random input through ONNX Runtime and ARTIFACT and compare."""
+    from .harness.verify import verify
+
+    rep = verify(model, artifact, device, seed=seed, tolerance=tolerance)
+    for o in rep.outputs:
+        click.echo(f"{o.name}: max |error| {o.max_abs_error:.3g}, output scale {o.scale:.3g}, relative {o.relative_error:.3g}")
+    verdict = "PASS" if rep.ok else "FAIL"
+    click.echo(f"{verdict}: {rep.target} on {rep.device}, tolerance {tolerance:g}")
+    if not rep.ok:
+        sys.exit(1)
+
+
+@main.command("bench")
+@click.argument("artifact", type=click.Path(file_okay=False))
+@click.option("--device", "-d", default=None)
+@click.option("--runs", default=50, show_default=True)
+@click.option("--warmup", default=10, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--json", "json_path", default=None, help="Write the result as JSON.")
+def bench_cmd(artifact, device, runs, warmup, threads, json_path):
+    """Measure ARTIFACT's latency on a device."""
+    from .harness.bench import bench
+
+    r = bench(artifact, device, runs=runs, warmup=warmup, threads=threads)
+    click.echo(f"{r.target} on {r.device}: warmup {r.warmup}, runs {r.runs}, threads {r.threads}")
+    click.echo(
+        f"latency ms: min {r.min_ms:.3f}  median {r.median_ms:.3f}  p90 {r.p90_ms:.3f}  max {r.max_ms:.3f}  "
+        f"(spread: stdev {r.stdev_ms:.3f}, cv {100 * r.cv:.1f}%)"
+    )
+    if r.emulated:
+        click.echo(f"note: {r.device} emulates the CPU; these figures are not a latency.")
+    if r.cv > 0.10:
+        click.echo("warning: large spread (cv > 10%); the machine is busy or throttling.")
+    if json_path:
+        Path(json_path).write_text(json.dumps(r.to_json(), indent=2) + "\n")
+
+
+@main.command("targets")
+def targets_cmd():
+    """List the targets edgesparse can compile for."""
+    from .targets import all_targets
+
+    for t in all_targets().values():
+        click.echo(f"{t.name:10s} {t.tvm.get('mtriple', ''):30s} device {t.default_device:6s} {t.description}")
+
+
+@main.group("zoo")
+def zoo_cmd():
+    """The bundled benchmark models (PyTorch definitions, exported to ONNX on demand)."""
+
+
+@zoo_cmd.command("list")
+def zoo_list():
+    from .models import ZOO
+
+    for e in ZOO.values():
+        click.echo(f"{e.name:14s} input {e.input_name} {list(e.input_shape)}  {e.description}")
+
+
+@zoo_cmd.command("export")
+@click.argument("name")
+@click.option("--output", "-o", "out", required=True, help="Where to write the .onnx file.")
+def zoo_export(name, out):
+    from .models import export_onnx
+
+    path = export_onnx(name, out)
+    click.echo(f"{name} -> {path}")
+
+
+if __name__ == "__main__":
+    main()
