@@ -164,5 +164,37 @@ def zoo_export(name, out):
     click.echo(f"{name} -> {path}")
 
 
+@main.command("demo")
+@click.option("--model", default="mobilenet_v1", show_default=True, help="A zoo model (see `edgesparse zoo list`).")
+@click.option("--targets", default="x86_64,arm64,wasm32", show_default=True)
+@click.option("--out", "out_root", default="out/demo", show_default=True)
+@click.option("--runs", default=10, show_default=True, help="Timed runs per target (after 3 warm-up runs).")
+def demo_cmd(model, targets, out_root, runs):
+    """Compile a zoo model for every target, verify each against ONNX Runtime, print a table."""
+    from .compiler import compile as compile_model
+    from .harness.bench import bench
+    from .harness.verify import verify
+    from .models import export_onnx
+
+    onnx_path = export_onnx(model, Path(out_root) / f"{model}.onnx")
+    rows = []
+    failed = False
+    for target in targets.split(","):
+        res = compile_model(onnx_path, target, Path(out_root) / f"{model}-{target}")
+        rep = verify(onnx_path, res.out_dir)
+        b = bench(res.out_dir, runs=runs, warmup=3)
+        failed |= not rep.ok
+        lib = res.manifest["artifact_bytes"][res.manifest["files"]["library"]]
+        rows.append((target, b.device, res.manifest["compile_seconds"], lib / 1e6, rep.worst, rep.ok,
+                     b.median_ms, b.emulated))
+    click.echo(f"\n{model}: edgesparse vs ONNX Runtime (same seeded input)")
+    click.echo(f"{'target':8s} {'device':6s} {'compile s':>9s} {'lib MB':>7s} {'rel. error':>10s} verify  median ms")
+    for target, dev, cs, mb, err, ok, med, emu in rows:
+        click.echo(f"{target:8s} {dev:6s} {cs:9.1f} {mb:7.2f} {err:10.2e} {'PASS' if ok else 'FAIL':6s}  "
+                   f"{med:9.2f}{'  (emulated, not a latency)' if emu else ''}")
+    if failed:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
