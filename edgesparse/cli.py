@@ -40,12 +40,13 @@ def main(ctx, debug):
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..",
               help="Pin an input's shape (needed for dynamic dimensions).")
 @click.option("--name", default=None, help="C symbol prefix [default: the model file's stem].")
-def compile_cmd(model, target, out_dir, input_shapes, name):
+@click.option("--threads", default=1, show_default=True, help="Most threads the artifact will run with.")
+def compile_cmd(model, target, out_dir, input_shapes, name, threads):
     """Compile an ONNX MODEL into an artifact directory."""
     from .compiler import compile as compile_model
 
     out_dir = out_dir or f"out/{Path(model).stem}-{target}"
-    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name)
+    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads)
     m = res.manifest
     click.echo(
         f"{m['name']} -> {res.out_dir} ({m['target']}, {len(m['layers'])} kernels, "

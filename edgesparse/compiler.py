@@ -63,12 +63,10 @@ def _torch_to_onnx(module, example_inputs, tmp: Path) -> Path:
     return export_module(module, example_inputs, tmp / "model.onnx")
 
 
-def _schedule_hook(tgt: Target):
-    try:
-        from edgesparse.kernels.schedule import schedule_module
-    except ImportError:  # the dense schedules are being written (issue 5); until then kernels run unscheduled
-        return None
-    return lambda mod: schedule_module(mod, tgt)
+def _schedule_hook(tgt: Target, threads: int, report: dict):
+    from edgesparse.kernels.schedule import schedule_module
+
+    return lambda mod: schedule_module(mod, tgt, threads=threads, report=report)
 
 
 def _layer_kind(kernel: str) -> str:
@@ -101,11 +99,20 @@ def compile(
     input_shapes=None,
     example_inputs=None,
     name: str | None = None,
+    threads: int = 1,
     progress: Progress | None = None,
 ) -> CompileResult:
-    """Compile `model` (an ONNX path or a torch.nn.Module) for `target` into `out_dir`."""
+    """Compile `model` (an ONNX path or a torch.nn.Module) for `target` into `out_dir`.
+
+    `threads` is the most threads the artifact will run with: kernels get parallel loops and the arena gets
+    per-thread kernel scratch for that many.
+    """
     t_start = time.perf_counter()
     tgt = target if isinstance(target, Target) else get_target(target)
+    if threads < 1:
+        raise EdgesparseError(f"--threads must be at least 1, got {threads}")
+    if threads > 1 and not tgt.threads:
+        raise EdgesparseError(f"target {tgt.name} builds are single-threaded; --threads {threads} is not available")
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     progress = progress or Progress.for_terminal()
@@ -136,13 +143,16 @@ def compile(
             mod = optimize_graph(mod)
 
             step("lower to kernels")
-            mod = lower_to_kernels(mod, tgt.tvm_target(), schedule=_schedule_hook(tgt))
+            scheduled: dict = {}
+            mod = lower_to_kernels(mod, tgt.tvm_target(), schedule=_schedule_hook(tgt, threads, scheduled))
             plan = build_plan(mod["main"])
             kmod = kernel_module(mod)
             called = {c.func for c in plan.calls}
-            plan.workspace_bytes = max(
+            # Kernel scratch: the largest any kernel may need, once per thread (see es_parallel_launch).
+            plan.workspace_bytes = threads * max(
                 [workspace_bound(f) for gv, f in kmod.functions.items() if gv.name_hint in called], default=0
             )
+            plan.max_threads = threads
             plan_staging(plan)
 
             step("compile kernels")
@@ -182,12 +192,14 @@ def compile(
             "outputs": [
                 {"name": nm, "shape": list(r.shape), "dtype": r.dtype} for nm, r in zip(output_names, plan.outputs)
             ],
+            "max_threads": threads,
             "arena_bytes": plan.arena_bytes,
             "activation_bytes": plan.activation_bytes,
             "workspace_bytes": plan.workspace_bytes,
             "weight_bytes": plan.weight_bytes,
             "layers": [
-                {"kernel": c.func, "kind": _layer_kind(c.func), "output_shape": list(c.args[-1].shape)}
+                {"kernel": c.func, "kind": _layer_kind(c.func), "output_shape": list(c.args[-1].shape),
+                 "schedule": scheduled.get(c.func)}
                 for c in plan.calls
             ],
             "files": {

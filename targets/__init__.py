@@ -18,6 +18,7 @@ class Target:
     tvm: dict
     vector_bits: int
     fma: bool
+    threads: bool
     zig_target: str
     cflags: tuple[str, ...]
     runner_ldflags: tuple[str, ...]
@@ -48,6 +49,7 @@ def _parse(text: str) -> Target:
         tvm=d["tvm"],
         vector_bits=d["isa"]["vector_bits"],
         fma=d["isa"]["fma"],
+        threads=d["runtime"]["threads"],
         zig_target=tc["zig_target"],
         cflags=tuple(tc["cflags"]),
         runner_ldflags=tuple(tc["runner_ldflags"]),

@@ -78,3 +78,14 @@ def test_torch_module_compiles_through_onnx(tmp_path):
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target", [pytest.param("x86_64"), pytest.param("arm64", marks=requires_qemu)])
+def test_threaded_build_matches_onnxruntime(zoo_onnx, tmp_path, target):
+    """Parallel kernels through the runtime's thread pool, with per-thread kernel scratch, give the same output."""
+    from edgesparse.compiler import compile as compile_model
+
+    out = compile_model(zoo_onnx("mobilenet_v2"), target, tmp_path / "mbv2", threads=2).out_dir
+    for threads in (1, 2):
+        rep = verify(zoo_onnx("mobilenet_v2"), out, threads=threads)
+        assert rep.ok, (threads, rep.outputs)

@@ -267,7 +267,8 @@ int {n}_run(void* arena, const void* const* inputs, void* const* outputs) {{
 }}
 
 const char* {n}_last_error(void) {{ return es_rt_last_error(); }}
-void {n}_set_num_threads(int n) {{ es_rt_set_num_threads(n); }}
+/* Compiled for at most {plan.max_threads} thread(s): the arena holds kernel scratch for that many. */
+void {n}_set_num_threads(int n) {{ es_rt_set_num_threads(n < 1 ? 1 : n > {plan.max_threads} ? {plan.max_threads} : n); }}
 
 const es_model {n}_model = {{
   {_c_str(name)}, {n}_NUM_INPUTS, {n}_NUM_OUTPUTS, {n}_inputs, {n}_outputs, {n}_ARENA_BYTES,

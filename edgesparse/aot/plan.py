@@ -64,6 +64,7 @@ class Plan:
     activation_bytes: int  # planned storages
     workspace_bytes: int = 0  # kernel scratch, set after kernels are analysed
     staging_bytes: int = 0  # copies of unaligned inputs/outputs
+    max_threads: int = 1
     staging_offsets: dict = field(default_factory=dict)
 
     @property

@@ -42,7 +42,7 @@ def random_inputs(manifest: dict, seed: int = 0) -> list[np.ndarray]:
 
 
 def run_artifact(
-    artifact_dir, inputs: list[np.ndarray], device: Device | str | None = None, timeout: float = 600
+    artifact_dir, inputs: list[np.ndarray], device: Device | str | None = None, timeout: float = 600, threads: int = 1
 ) -> list[np.ndarray]:
     artifact = Path(artifact_dir).resolve()
     manifest = load_manifest(artifact)
@@ -54,7 +54,8 @@ def run_artifact(
         out_paths = [tmp / f"out{i}.bin" for i in range(len(manifest["outputs"]))]
         for arr, p in zip(inputs, in_paths):
             arr.astype(arr.dtype.newbyteorder("<"), copy=False).tofile(p)
-        dev.run(artifact, manifest, ["run", *map(str, in_paths), *map(str, out_paths)], timeout=timeout)
+        args = ["run", "-t", str(threads), *map(str, in_paths), *map(str, out_paths)]
+        dev.run(artifact, manifest, args, timeout=timeout)
         outputs = []
         for spec, p in zip(manifest["outputs"], out_paths):
             data = np.fromfile(p, dtype=np.dtype(spec["dtype"]).newbyteorder("<"))

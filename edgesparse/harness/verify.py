@@ -71,11 +71,13 @@ def compare(reference: list[np.ndarray], actual: list[np.ndarray], names: list[s
     return checks
 
 
-def verify(onnx_path, artifact_dir, device=None, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE) -> VerifyReport:
+def verify(
+    onnx_path, artifact_dir, device=None, seed: int = 0, tolerance: float = DEFAULT_TOLERANCE, threads: int = 1
+) -> VerifyReport:
     manifest = load_manifest(artifact_dir)
     dev = get_device(device, manifest)
     inputs = random_inputs(manifest, seed)
     reference = onnxruntime_outputs(Path(onnx_path), manifest, inputs)
-    actual = run_artifact(artifact_dir, inputs, dev)
+    actual = run_artifact(artifact_dir, inputs, dev, threads=threads)
     checks = compare(reference, actual, [o["name"] for o in manifest["outputs"]])
     return VerifyReport(manifest["target"], dev.describe(), checks, tolerance)

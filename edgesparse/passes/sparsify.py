@@ -35,6 +35,7 @@ from edgesparse.kernels.spmm import (
     epilogue_name,
     make_spmm_kernel,
     pack_spmm_weights,
+    spmm_chunk_for,
     spmm_mr_for,
 )
 
@@ -335,11 +336,12 @@ class _SparsifyMutator(PyExprMutator):
         if layer is None:
             return super().visit_var_binding_(binding)
         d = layer.decision
-        packed = pack_spmm_weights(layer.w, layer.bias, block=d.block)
+        mr = spmm_mr_for(self.target, d.block)
+        chunk = spmm_chunk_for(self.target, min(mr, d.pixels), layer.w.shape[1])
+        packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk)
         x = self.visit_expr(layer.x)
         in_shape = _static_shape(layer.x)
         out_shape = _static_shape(binding.var)
-        mr = spmm_mr_for(self.target, packed.block)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
                                          in_shape=in_shape, out_shape=out_shape)
         prim = make_spmm_kernel(spec).without_attr("global_symbol")

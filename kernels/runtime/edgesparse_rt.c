@@ -100,13 +100,126 @@ static int es_workspace_free(int device_type, int device_id, void* ptr) {
 typedef struct { void* sync_handle; int32_t num_task; } TVMParallelGroupEnv;
 typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
 
+#ifdef ES_THREADS
 static int es_num_threads = 1;
 
-void es_rt_set_num_threads(int n) { es_num_threads = n < 1 ? 1 : n; }
+/* A persistent pool of es_num_threads - 1 workers; the caller's thread runs task 0. One launch at a time
+ * (concurrent model runs on separate arenas take turns here); workers sleep between launches. */
+#include <pthread.h>
+
+#define ES_MAX_THREADS 64
+
+static struct {
+  pthread_mutex_t launch;  /* serialises launches */
+  pthread_mutex_t lock;
+  pthread_cond_t wake, done;
+  int started;             /* workers running */
+  unsigned generation;     /* bumped per launch */
+  int pending;             /* workers yet to finish the current launch */
+  FTVMParallelLambda fn;
+  void* cdata;
+  int num_task;
+  int failed;
+  unsigned char* ws_base;  /* the caller's free workspace, split into num_task slices */
+  size_t ws_slice;
+  /* barrier */
+  pthread_mutex_t bar_lock;
+  pthread_cond_t bar_cond;
+  int bar_count;
+  unsigned bar_generation;
+} es_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+             PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, NULL, 0, 0, NULL, 0, PTHREAD_MUTEX_INITIALIZER,
+             PTHREAD_COND_INITIALIZER, 0, 0};
+
+static void* es_worker(void* arg) {
+  int task_id = (int)(intptr_t)arg;
+  unsigned seen = 0;
+  pthread_mutex_lock(&es_pool.lock);
+  for (;;) {
+    while (es_pool.generation == seen) pthread_cond_wait(&es_pool.wake, &es_pool.lock);
+    seen = es_pool.generation;
+    if (task_id < es_pool.num_task) {
+      TVMParallelGroupEnv env = {NULL, es_pool.num_task};
+      FTVMParallelLambda fn = es_pool.fn;
+      void* cdata = es_pool.cdata;
+      es_rt_set_workspace(es_pool.ws_base + (size_t)task_id * es_pool.ws_slice, es_pool.ws_slice);
+      pthread_mutex_unlock(&es_pool.lock);
+      int rc = fn(task_id, &env, cdata);
+      pthread_mutex_lock(&es_pool.lock);
+      if (rc) es_pool.failed = 1;
+      if (--es_pool.pending == 0) pthread_cond_signal(&es_pool.done);
+    }
+  }
+  return NULL;
+}
+
+static int es_parallel_launch(FTVMParallelLambda flambda, void* cdata, int num_task) {
+  int n = es_num_threads;
+  if (num_task > 0 && num_task < n) n = num_task;
+  if (n <= 1) {
+    TVMParallelGroupEnv env = {NULL, 1};
+    return flambda(0, &env, cdata);
+  }
+  pthread_mutex_lock(&es_pool.launch);
+  pthread_mutex_lock(&es_pool.lock);
+  while (es_pool.started < n - 1) {
+    pthread_t th;
+    if (pthread_create(&th, NULL, es_worker, (void*)(intptr_t)(es_pool.started + 1)) != 0) break;
+    pthread_detach(th);
+    es_pool.started++;
+  }
+  if (n > es_pool.started + 1) n = es_pool.started + 1;
+  /* Scratch that kernels allocate inside the parallel body is per task: the caller's free workspace is
+   * split into n slices, task 0 (this thread) keeps the first. The planner sizes the workspace for it. */
+  size_t start = (es_ws.top + ES_WS_ALIGN - 1) & ~(size_t)(ES_WS_ALIGN - 1);
+  size_t free_bytes = es_ws.size > start ? es_ws.size - start : 0;
+  size_t slice = free_bytes / (size_t)n & ~(size_t)(ES_WS_ALIGN - 1);
+  size_t saved_size = es_ws.size;
+  es_pool.ws_base = es_ws.base + start;
+  es_pool.ws_slice = slice;
+  es_ws.size = start + slice;
+  es_pool.fn = flambda;
+  es_pool.cdata = cdata;
+  es_pool.num_task = n;
+  es_pool.failed = 0;
+  es_pool.pending = n - 1;
+  es_pool.generation++;
+  pthread_cond_broadcast(&es_pool.wake);
+  pthread_mutex_unlock(&es_pool.lock);
+
+  TVMParallelGroupEnv env = {NULL, n};
+  int rc = flambda(0, &env, cdata);
+
+  pthread_mutex_lock(&es_pool.lock);
+  while (es_pool.pending > 0) pthread_cond_wait(&es_pool.done, &es_pool.lock);
+  rc |= es_pool.failed;
+  pthread_mutex_unlock(&es_pool.lock);
+  pthread_mutex_unlock(&es_pool.launch);
+  es_ws.size = saved_size;
+  return rc;
+}
+
+static int es_parallel_barrier(int task_id, TVMParallelGroupEnv* penv) {
+  (void)task_id;
+  pthread_mutex_lock(&es_pool.bar_lock);
+  unsigned gen = es_pool.bar_generation;
+  if (++es_pool.bar_count == penv->num_task) {
+    es_pool.bar_count = 0;
+    es_pool.bar_generation++;
+    pthread_cond_broadcast(&es_pool.bar_cond);
+  } else {
+    while (gen == es_pool.bar_generation) pthread_cond_wait(&es_pool.bar_cond, &es_pool.bar_lock);
+  }
+  pthread_mutex_unlock(&es_pool.bar_lock);
+  return 0;
+}
+
+void es_rt_set_num_threads(int n) { es_num_threads = n < 1 ? 1 : n > ES_MAX_THREADS ? ES_MAX_THREADS : n; }
+
+#else /* single-threaded build (wasm32 without threads): every parallel loop runs as one task */
 
 static int es_parallel_launch(FTVMParallelLambda flambda, void* cdata, int num_task) {
   (void)num_task;
-  /* Serial: one task covering the whole loop. */
   TVMParallelGroupEnv env = {NULL, 1};
   return flambda(0, &env, cdata);
 }
@@ -115,6 +228,9 @@ static int es_parallel_barrier(int task_id, TVMParallelGroupEnv* penv) {
   (void)task_id; (void)penv;
   return 0;
 }
+
+void es_rt_set_num_threads(int n) { (void)n; }
+#endif
 
 /* Kernel objects carry weak, null pointers of these names that libtvm_runtime's loader would fill;
  * these strong definitions fill them at link time instead. */

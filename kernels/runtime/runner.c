@@ -1,7 +1,7 @@
 /* edgesparse runner: runs one compiled model from the command line, on any target (native, qemu, WASI).
  *
  *   runner info                               model inputs/outputs as JSON
- *   runner run IN_1.bin .. IN_n.bin OUT_1.bin .. OUT_m.bin
+ *   runner run [-t THREADS] IN_1.bin .. IN_n.bin OUT_1.bin .. OUT_m.bin
  *                                             raw little-endian tensors in, raw tensors out
  *   runner bench WARMUP RUNS THREADS [IN_1.bin .. IN_n.bin]
  *                                             per-run latency as JSON {"times_ms": [...]} (zeros if no inputs)
@@ -81,7 +81,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (strcmp(argv[1], "run") == 0) {
-    if (argc != 2 + m->num_inputs + m->num_outputs) die(2, "usage", "runner run INPUTS.. OUTPUTS..");
+    int first = 2;
+    if (argc > 3 && strcmp(argv[2], "-t") == 0) {
+      m->set_num_threads(atoi(argv[3]));
+      first = 4;
+    }
+    argv += first - 2;
+    argc -= first - 2;
+    if (argc != 2 + m->num_inputs + m->num_outputs) die(2, "usage", "runner run [-t THREADS] INPUTS.. OUTPUTS..");
     for (int i = 0; i < m->num_inputs; ++i) read_tensor(argv[2 + i], &m->inputs[i], inputs[i]);
     if (m->run(arena, (const void* const*)inputs, outputs) != 0) die(3, "inference failed", m->last_error());
     for (int i = 0; i < m->num_outputs; ++i)
