@@ -19,6 +19,7 @@ nothing but still reports. Every conv2d/matmul with a constant weight gets a :cl
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -61,11 +62,38 @@ class LayerDecision:
     index_dtype: str | None = None
     packed_bytes: int | None = None
     dense_bytes: int | None = None
+    weight_digest: str = ""  # sha1 of the weight as imported (OIHW or [K, N] float32): matches onnx_weight_names
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
+
+
+def weight_digest(w: np.ndarray) -> str:
+    """Short fingerprint of a float32 weight in the layout the Relax graph holds it."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    return hashlib.sha1(str(w.shape).encode() + w.tobytes()).hexdigest()[:16]
+
+
+def onnx_weight_names(model) -> dict:
+    """{weight digest: ONNX node name (or its output name)} for the Conv/Gemm/MatMul weights of ``model``, as
+    the importer lays them out (Gemm transB=1 transposed to [K, N]). Pass it as ``sparsify(names=...)`` so the
+    report names layers as the ONNX file does; weights changed by BN folding keep the generated name."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    names = {}
+    for node in model.graph.node:
+        label = node.name or (node.output[0] if node.output else node.op_type)
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if w.dtype != np.float32:
+                continue
+            if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+                w = w.T
+            names[weight_digest(w)] = label
+    return names
 
 
 # --- reading the graph ------------------------------------------------------------------------------------------
@@ -102,14 +130,13 @@ def _const_array(expr) -> np.ndarray | None:
 
 
 def _scalar(expr) -> float | None:
+    """The value of a one-element constant tensor, or of an ``IntImm``/``FloatImm`` (``R.clip``'s bounds)."""
     arr = _const_array(expr)
-    if arr is not None and arr.size == 1:
-        return float(arr.reshape(()))
-    if isinstance(expr, relax.PrimValue) if hasattr(relax, "PrimValue") else False:
-        return float(expr.value.value)
-    value = getattr(expr, "value", None)  # R.prim_value(...) of clip
-    if value is not None and hasattr(value, "value") and isinstance(value.value, (int, float)):
-        return float(value.value)
+    if arr is not None:
+        return float(arr.reshape(())) if arr.size == 1 else None
+    value = getattr(expr, "value", None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     return None
 
 
@@ -133,7 +160,7 @@ def _clamp_of(value, x) -> tuple[float, float] | None:
     kind = None
     if name in ("relax.maximum", "relax.minimum"):
         kind = name.split(".")[-1]
-    elif name == "relax.call_tir":
+    elif name == "relax.call_tir":  # FoldConstant legalizes ONNX Clip's max/min with constant bounds
         callee = value.args[0]
         hint = getattr(callee, "name_hint", "")
         if hint.rstrip("0123456789_") in ("maximum", "minimum"):
@@ -182,7 +209,7 @@ def _use_counts(func) -> dict:
     counts: dict = {}
 
     def note(expr):
-        for v in relax.analysis.used_vars(expr) if hasattr(relax.analysis, "used_vars") else relax.analysis.free_vars(expr):
+        for v in relax.analysis.free_vars(expr):
             counts[v] = counts.get(v, 0) + 1
 
     for block in func.body.blocks:
@@ -225,7 +252,7 @@ def _eligible(value) -> tuple[str, str | None]:
     raise AssertionError(name)
 
 
-def plan_layers(func, *, mode: str, min_sparsity: float) -> list[_Layer]:
+def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = None) -> list[_Layer]:
     """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one."""
     counts = _use_counts(func)
     users: dict = {}
@@ -245,7 +272,8 @@ def plan_layers(func, *, mode: str, min_sparsity: float) -> list[_Layer]:
         op, not_eligible = _eligible(value)
         w_shape = tuple(int(s) for s in w_arr.shape)
         out_shape = _static_shape(binding.var) or ()
-        name = f"{op}_{index[op]}:{binding.var.name}"
+        digest = weight_digest(w_arr)
+        name = (names or {}).get(digest) or f"{op}_{index[op]}:{binding.var.name}"
         index[op] += 1
         sparsity = 1.0 - np.count_nonzero(w_arr) / float(w_arr.size)
         if op == "conv2d":
@@ -253,7 +281,7 @@ def plan_layers(func, *, mode: str, min_sparsity: float) -> list[_Layer]:
         else:
             pixels = 1
         decision = LayerDecision(name=name, op=op, shape=w_shape, pixels=pixels, sparsity=round(float(sparsity), 6),
-                                 block=None, sparse=False, reason="")
+                                 block=None, sparse=False, reason="", weight_digest=digest)
         if not_eligible is not None:
             decision.reason = f"dense: {not_eligible}"
             layers.append(_Layer(decision, value.args[0], None, None, None, binding.var, []))
@@ -352,7 +380,8 @@ class _SparsifyMutator(PyExprMutator):
         d.packed_bytes = packed.nbytes
         call = relax.call_tir(
             gvar,
-            relax.Tuple([x, relax.const(packed.values), relax.const(packed.segment_ptr), relax.const(packed.channel_index)]),
+            relax.Tuple([x, relax.const(packed.values), relax.const(packed.segment_ptr),
+                         relax.const(packed.channel_index)]),
             out_ty=relax.TensorType(list(out_shape), "float32"),
         )
         self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(call)))
@@ -363,26 +392,31 @@ def sparsify(
     target,
     *,
     mode: str = "auto",
-    min_sparsity: float = DEFAULT_MIN_SPARSITY,
+    min_sparsity: float | None = None,
     threads: int = 1,
     report: list | None = None,
+    names: dict | None = None,
 ) -> tvm.IRModule:
     """Rewrite eligible layers of every Relax function in ``mod`` (see the module doc); append one
     :class:`LayerDecision` per conv2d/matmul with a constant weight to ``report``.
 
-    ``target``: an ``edgesparse.targets.Target`` or its name (it sets the kernels' pixel tile)."""
+    ``target``: an ``edgesparse.targets.Target`` or its name (it sets the kernels' pixel tile).
+    ``names``: optional ``{weight digest: layer name}``, e.g. :func:`onnx_weight_names` of the source model.
+    ``min_sparsity`` defaults to the descriptor's ``tiles.spmm_min_sparsity``, else 0.5."""
     if mode not in MODES:
         raise EdgesparseError(f"sparsify mode '{mode}' is not one of {', '.join(MODES)}")
-    if not 0.0 <= min_sparsity <= 1.0:
-        raise EdgesparseError(f"min_sparsity {min_sparsity} is not in [0, 1]")
     if isinstance(target, str):
         from edgesparse.targets import get_target
 
         target = get_target(target)
+    if min_sparsity is None:
+        min_sparsity = float(target.tiles.get("spmm_min_sparsity", DEFAULT_MIN_SPARSITY))
+    if not 0.0 <= min_sparsity <= 1.0:
+        raise EdgesparseError(f"min_sparsity {min_sparsity} is not in [0, 1]")
     layers_by_func = {}
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity)
+            layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity, names=names)
     out = _SparsifyMutator(mod, target, threads).rewrite(layers_by_func)
     if report is not None:
         for layers in layers_by_func.values():
@@ -393,11 +427,13 @@ def sparsify(
 class SparsifyPass:
     """``sparsify`` as a callable module pass; ``.report`` holds the decisions of the last run."""
 
-    def __init__(self, target, *, mode: str = "auto", min_sparsity: float = DEFAULT_MIN_SPARSITY, threads: int = 1):
+    def __init__(self, target, *, mode: str = "auto", min_sparsity: float | None = None, threads: int = 1,
+                 names: dict | None = None):
         self.target, self.mode, self.min_sparsity, self.threads = target, mode, min_sparsity, threads
+        self.names = names
         self.report: list[LayerDecision] = []
 
     def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
         self.report = []
         return sparsify(mod, self.target, mode=self.mode, min_sparsity=self.min_sparsity, threads=self.threads,
-                        report=self.report)
+                        report=self.report, names=self.names)

@@ -1,0 +1,21 @@
+"""f32-spmm kernel family: sparse weights x dense CHW activations (1x1 convolutions, fully-connected layers).
+
+``pack.py`` builds the packed weight format, ``template.py`` the TIR variants, ``config.py`` picks a variant's
+parameters for a target from its descriptor.
+"""
+
+from .config import spmm_chunk_for, spmm_mr_for
+from .pack import PackedSpmm, choose_block, pack_spmm_weights, unpack_spmm_weights
+from .template import SpmmKernelSpec, epilogue_name, make_spmm_kernel
+
+__all__ = [
+    "PackedSpmm",
+    "SpmmKernelSpec",
+    "choose_block",
+    "epilogue_name",
+    "make_spmm_kernel",
+    "pack_spmm_weights",
+    "spmm_chunk_for",
+    "spmm_mr_for",
+    "unpack_spmm_weights",
+]

@@ -1,0 +1,411 @@
+"""f32-spmm family tester: every block size and tile remainder against numpy, compiled for the host with
+``tvm.compile`` and run through TVM's runtime; plus the arm64 object's by-element FMAs and a wasm32 build."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tvm
+
+from edgesparse.kernels.spmm import (
+    SpmmKernelSpec,
+    choose_block,
+    make_spmm_kernel,
+    pack_spmm_weights,
+    spmm_mr_for,
+    unpack_spmm_weights,
+)
+from edgesparse.targets import get_target
+
+HOST = get_target("x86_64")
+MR = spmm_mr_for(HOST)
+CLAMPS = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "minmax": (-0.5, 0.75)}
+
+
+def random_sparse(rng, cout, cin, sparsity):
+    w = rng.standard_normal((cout, cin)).astype(np.float32)
+    w[rng.random(w.shape) < sparsity] = 0.0
+    return w
+
+
+def reference(w, bias, x, clamp):
+    y = w.astype(np.float64) @ x.astype(np.float64) + bias[:, None]
+    if clamp is not None:
+        y = np.clip(y, clamp[0], clamp[1])
+    return y.astype(np.float32)
+
+
+def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=2):
+    packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk)
+    cin, npix = x.shape
+    spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll)
+    func = make_spmm_kernel(spec)
+    ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=HOST.tvm_target())
+    dev = tvm.cpu()
+    y = np.full((w.shape[0], npix), np.nan, np.float32)
+    args = [tvm.runtime.tensor(a, dev) for a in (x, packed.values, packed.segment_ptr, packed.channel_index, y)]
+    ex.mod[spec.variant](*args)
+    return args[-1].numpy(), packed, spec
+
+
+def check(w, bias, x, **kw):
+    got, packed, spec = build_and_run(w, bias, x, **kw)
+    want = reference(w, bias, x, kw.get("clamp"))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    return packed, spec
+
+
+# --- packing -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("cout", [1, 3, 8, 13])
+def test_pack_roundtrip(block, cout):
+    rng = np.random.default_rng(cout * 10 + block)
+    w = random_sparse(rng, cout, 37, 0.8)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    p = pack_spmm_weights(w, bias, block=block)
+    w2, b2 = unpack_spmm_weights(p)
+    np.testing.assert_array_equal(w2, w)
+    np.testing.assert_array_equal(b2, bias)
+    assert p.n_full_blocks == cout // block and p.n_remainder == cout % block
+    assert p.block_ptr.dtype == np.int32 and p.block_ptr.size == p.n_blocks + 1
+    assert p.nonzeros == np.count_nonzero(w)
+
+
+def test_pack_index_dtype():
+    rng = np.random.default_rng(1)
+    assert pack_spmm_weights(random_sparse(rng, 4, 100, 0.5)).index_dtype == "int16"
+    assert pack_spmm_weights(random_sparse(rng, 4, 100, 0.5), index_dtype="int32").index_dtype == "int32"
+    wide = np.zeros((2, 40000), np.float32)
+    wide[0, 39999] = 1.0
+    assert pack_spmm_weights(wide).index_dtype == "int32"
+
+
+def test_choose_block_by_fill_ratio():
+    rng = np.random.default_rng(2)
+    unstructured = random_sparse(rng, 64, 64, 0.9)
+    assert choose_block(unstructured) == 1
+    mask4 = np.repeat(rng.random((16, 64)) < 0.2, 4, axis=0)  # 4 output channels share one mask per input channel
+    assert choose_block(rng.standard_normal((64, 64)).astype(np.float32) * mask4) == 4
+    mask2 = np.repeat(rng.random((32, 64)) < 0.2, 2, axis=0)
+    assert choose_block(rng.standard_normal((64, 64)).astype(np.float32) * mask2) == 2
+
+
+# --- kernels on the host ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("npix", [1, MR - 1, MR, MR + 1, 3 * MR + 5])
+@pytest.mark.parametrize("cout", [4, 7])
+def test_block_and_remainder_shapes(block, npix, cout):
+    rng = np.random.default_rng(block * 1000 + npix * 10 + cout)
+    cin = 19
+    w = random_sparse(rng, cout, cin, 0.7)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    x = rng.standard_normal((cin, npix)).astype(np.float32)
+    check(w, bias, x, block=block, mr=spmm_mr_for(HOST, block), clamp=(0.0, math.inf))
+
+
+@pytest.mark.parametrize("epilogue", list(CLAMPS))
+@pytest.mark.parametrize("block", [1, 4])
+def test_epilogues(epilogue, block):
+    rng = np.random.default_rng(7)
+    w = random_sparse(rng, 12, 24, 0.6)
+    bias = rng.standard_normal(12).astype(np.float32)
+    x = (3 * rng.standard_normal((24, 50))).astype(np.float32)
+    _, spec = check(w, bias, x, block=block, mr=16, clamp=CLAMPS[epilogue])
+    assert spec.variant == f"f32_spmm_16x{block}_{epilogue}"
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_one_nonzero(block):
+    rng = np.random.default_rng(3)
+    w = np.zeros((9, 16), np.float32)
+    w[5, 11] = 2.5
+    bias = rng.standard_normal(9).astype(np.float32)
+    x = rng.standard_normal((16, 40)).astype(np.float32)
+    packed, _ = check(w, bias, x, block=block, mr=8)
+    assert packed.columns == 1
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_all_zero_rows_and_blocks(block):
+    rng = np.random.default_rng(4)
+    w = random_sparse(rng, 14, 20, 0.5)
+    w[0:4] = 0.0  # a whole 4-block (and 2-blocks, rows) empty
+    w[9] = 0.0
+    w[13] = 0.0  # a remainder row empty
+    bias = rng.standard_normal(14).astype(np.float32)
+    x = rng.standard_normal((20, 37)).astype(np.float32)
+    packed, _ = check(w, bias, x, block=block, mr=8, clamp=(0.0, 6.0))
+    assert (packed.nonzeros_per_block == 0).any()
+
+
+def test_all_zero_matrix():
+    rng = np.random.default_rng(5)
+    w = np.zeros((6, 10), np.float32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    x = rng.standard_normal((10, 33)).astype(np.float32)
+    check(w, bias, x, block=1, mr=MR)
+
+
+@pytest.mark.parametrize("index_dtype", ["int16", "int32"])
+@pytest.mark.parametrize("block", [1, 4])
+def test_index_dtypes(index_dtype, block):
+    rng = np.random.default_rng(6)
+    w = random_sparse(rng, 16, 300, 0.9)
+    bias = rng.standard_normal(16).astype(np.float32)
+    x = rng.standard_normal((300, 70)).astype(np.float32)
+    packed, _ = check(w, bias, x, block=block, mr=MR, index_dtype=index_dtype)
+    assert packed.index_dtype == index_dtype
+
+
+def test_int32_indices_for_wide_input():
+    rng = np.random.default_rng(8)
+    cin = 33000
+    w = np.zeros((3, cin), np.float32)
+    w[0, [5, 32800]] = [1.0, -2.0]
+    w[2, 32999] = 0.5
+    x = rng.standard_normal((cin, 2)).astype(np.float32)
+    packed, _ = check(w, np.zeros(3, np.float32), x, block=1, mr=MR)
+    assert packed.index_dtype == "int32"
+
+
+def test_fully_connected_single_pixel():
+    rng = np.random.default_rng(9)
+    w = random_sparse(rng, 10, 64, 0.8)
+    bias = rng.standard_normal(10).astype(np.float32)
+    x = rng.standard_normal((64, 1)).astype(np.float32)
+    check(w, bias, x, block=choose_block(w), mr=MR)
+
+
+def test_threads_parallel_tiles():
+    rng = np.random.default_rng(10)
+    w = random_sparse(rng, 24, 32, 0.8)
+    bias = rng.standard_normal(24).astype(np.float32)
+    x = rng.standard_normal((32, 5 * MR + 3)).astype(np.float32)
+    check(w, bias, x, block=2, mr=MR, threads=2, clamp=(0.0, math.inf))
+
+
+def test_layer_shape_256x256x784():
+    rng = np.random.default_rng(11)
+    w = random_sparse(rng, 256, 256, 0.9)
+    bias = rng.standard_normal(256).astype(np.float32)
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    check(w, bias, x, block=1, mr=MR, clamp=(0.0, 6.0))
+
+
+# --- cross targets ------------------------------------------------------------------------------------------
+
+
+def compile_object(target_name, block, tmp_path):
+    rng = np.random.default_rng(12)
+    target = get_target(target_name)
+    w = random_sparse(rng, 32, 64, 0.8)
+    packed = pack_spmm_weights(w, None, block=block)
+    spec = SpmmKernelSpec.for_packed(packed, 200, spmm_mr_for(target, block), clamp=(0.0, 6.0))
+    ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target.tvm_target())
+    path = tmp_path / f"{spec.variant}_{target_name}.o"
+    ex.mod.write_to_file(str(path))
+    return path
+
+
+needs_objdump = pytest.mark.skipif(shutil.which("llvm-objdump-14") is None, reason="llvm-objdump-14 not installed")
+
+
+@needs_objdump
+@pytest.mark.parametrize("block", [1, 4])
+def test_arm64_by_element_fma(block, tmp_path):
+    obj = compile_object("arm64", block, tmp_path)
+    asm = subprocess.run(["llvm-objdump-14", "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+    by_element = [ln for ln in asm.splitlines() if "fmla" in ln and ".4s" in ln and ".s[" in ln]
+    assert len(by_element) >= 8, "expected fmla vN.4s, vM.4s, vK.s[i] by-element FMAs"
+
+
+@needs_objdump
+@pytest.mark.parametrize("block", [1, 2, 4])
+def test_wasm32_builds_without_workspace(block, tmp_path):
+    obj = compile_object("wasm32", block, tmp_path)
+    assert obj.read_bytes()[:4] == b"\0asm"
+    syms = subprocess.run(["llvm-nm-14", str(obj)], capture_output=True, text=True, check=True).stdout
+    assert "__TVMBackendAllocWorkspace" not in syms  # accumulators stay in registers, no local buffer
+
+
+@needs_objdump
+def test_x86_inner_loop_has_no_stores(tmp_path):
+    """The accumulator tile stays in registers: the nonzero loop of the 32x1 kernel is FMAs from memory only."""
+    obj = compile_object("x86_64", 1, tmp_path)
+    asm = subprocess.run(["llvm-objdump-14", "-d", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    lines = asm.splitlines()
+    fma_at = [i for i, ln in enumerate(lines) if "vfmadd231ps" in ln and "(%" in ln]
+    assert fma_at
+    first, last = fma_at[0], fma_at[-1]
+    window = lines[first : min(last, first + 40)]
+    assert not any("vmovaps\t%ymm" in ln and "(%" in ln.split(",")[-1] for ln in window)
+
+
+@pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("chunk", [16, 48, 100])
+def test_input_channel_chunks(block, chunk):
+    """Chunked packing (segment_ptr per block and input-channel chunk) gives the same result."""
+    rng = np.random.default_rng(13 + chunk)
+    w = random_sparse(rng, 11, 100, 0.8)
+    w[:, 16:48] = 0.0  # a chunk with no nonzeros in any row
+    bias = rng.standard_normal(11).astype(np.float32)
+    x = rng.standard_normal((100, MR + 3)).astype(np.float32)
+    packed, spec = check(w, bias, x, block=block, mr=MR, clamp=(0.0, 6.0), chunk=chunk)
+    assert packed.n_chunks == -(-100 // chunk) and spec.n_chunks == packed.n_chunks
+    assert packed.segment_ptr.size == packed.n_blocks * packed.n_chunks + 1
+    w2, b2 = unpack_spmm_weights(packed)
+    np.testing.assert_array_equal(w2, w)
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 4])
+@pytest.mark.parametrize("block", [1, 4])
+def test_nonzero_unroll(unroll, block):
+    rng = np.random.default_rng(14)
+    w = random_sparse(rng, 9, 40, 0.7)  # rows with 0..n nonzeros: every remainder of the unrolled loop
+    w[3, :] = 0.0
+    w[4, :] = 0.0
+    w[4, 7] = 1.0
+    bias = rng.standard_normal(9).astype(np.float32)
+    x = rng.standard_normal((40, 2 * MR + 1)).astype(np.float32)
+    check(w, bias, x, block=block, mr=MR, clamp=(0.0, math.inf), unroll=unroll)
+
+
+def test_chunk_and_mr_from_descriptor():
+    from dataclasses import replace
+
+    from edgesparse.kernels.spmm import spmm_chunk_for
+
+    assert [spmm_mr_for(HOST, b) for b in (1, 2, 4)] == [MR, MR, min(MR, 8 * HOST.vector_lanes_f32 // 4)]
+    assert spmm_chunk_for(HOST, 32, 1024) == 1024  # no spmm_l1_bytes: no chunks
+    tuned = replace(HOST, tiles={**HOST.tiles, "spmm_l1_bytes": 32768})
+    assert spmm_chunk_for(tuned, 32, 1024) == 256 and spmm_chunk_for(tuned, 32, 64) == 64
+
+
+# --- cross targets, run: a plain C driver calls the kernel object (no TVM runtime), like the artifact does -------
+
+DRIVER = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "tvm/ffi/c_api.h"
+
+void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int32_t n) {
+  fprintf(stderr, "kernel error %%s:", kind);
+  for (int32_t i = 0; i < n; ++i) if (parts[i]) fprintf(stderr, " %%s", parts[i]);
+  fprintf(stderr, "\n");
+}
+int __tvm_ffi_%(name)s(void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result);
+
+%(arrays)s
+
+int main(void) {
+  DLTensor t[5] = {
+%(tensors)s
+  };
+  TVMFFIAny args[5];
+  memset(args, 0, sizeof args);
+  for (int i = 0; i < 5; ++i) { args[i].type_index = kTVMFFIDLTensorPtr; args[i].v_ptr = &t[i]; }
+  TVMFFIAny result;
+  memset(&result, 0, sizeof result);
+  result.type_index = kTVMFFINone;
+  int rc = __tvm_ffi_%(name)s(NULL, args, 5, &result);
+  double err = 0.0;
+  for (int i = 0; i < %(n_out)d; ++i) {
+    double d = fabs((double)y[i] - (double)y_ref[i]);
+    if (!(d <= err)) err = d;
+  }
+  printf("rc=%%d max_abs_err=%%g\n", rc, err);
+  return (rc == 0 && err < 1e-4) ? 0 : 1;
+}
+"""
+
+C_TYPES = {"float32": ("float", "kDLFloat", 32), "int32": ("int32_t", "kDLInt", 32), "int16": ("int16_t", "kDLInt", 16)}
+
+
+def c_array(name, a):
+    ctype = C_TYPES[str(a.dtype)][0]
+    body = ", ".join(repr(float(v)) + "f" if a.dtype == np.float32 else str(int(v)) for v in a.reshape(-1))
+    return f"static {ctype} {name}[{max(a.size, 1)}] __attribute__((aligned(64))) = {{{body}}};"
+
+
+def c_tensor(name, a):
+    _, code, bits = C_TYPES[str(a.dtype)]
+    shape = ", ".join(f"{int(s)}" for s in a.shape)
+    return (f"    {{{name}, {{kDLCPU, 0}}, {a.ndim}, {{{code}, {bits}, 1}}, (int64_t[]){{{shape}}}, NULL, 0}},")
+
+
+def build_runner(target_name, tmp_path, block):
+    """Kernel object for target_name + generated C driver with inputs and numpy's expected output, linked by zig."""
+    pytest.importorskip("ziglang")
+    import os
+    import sys
+
+    import tvm_ffi
+
+    rng = np.random.default_rng(31 + block)
+    target = get_target(target_name)
+    cin, cout, npix = 24, 10, 2 * spmm_mr_for(target, block) + 7  # remainder output rows and pixel tiles
+    w = random_sparse(rng, cout, cin, 0.7)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    x = rng.standard_normal((cin, npix)).astype(np.float32)
+    packed = pack_spmm_weights(w, bias, block=block)
+    spec = SpmmKernelSpec.for_packed(packed, npix, spmm_mr_for(target, block), clamp=(0.0, 6.0))
+    ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target.tvm_target())
+    obj = tmp_path / f"{spec.variant}.o"
+    ex.mod.write_to_file(str(obj))
+    y_ref = reference(w, bias, x, (0.0, 6.0))
+    y = np.zeros_like(y_ref)
+    inputs = [("x", x), ("values", packed.values), ("segment_ptr", packed.segment_ptr),
+              ("channel_index", packed.channel_index), ("y", y)]
+    src = DRIVER % {
+        "name": spec.variant,
+        "arrays": "\n".join([c_array(n, a) for n, a in inputs] + [c_array("y_ref", y_ref)]),
+        "tensors": "\n".join(c_tensor(n, a) for n, a in inputs),
+        "n_out": y_ref.size,
+    }
+    (tmp_path / "driver.c").write_text(src)
+    root = os.path.dirname(tvm_ffi.__file__)
+    exe = tmp_path / target.runner_name
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", target.zig_target, *target.cflags,
+           *target.runner_ldflags, "-I", os.path.join(root, "include"),
+           "-I", os.path.join(root, "3rdparty", "dlpack", "include"), str(tmp_path / "driver.c"), str(obj),
+           "-o", str(exe)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return exe
+
+
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None, reason="qemu-aarch64 not installed")
+@pytest.mark.parametrize("block", [1, 4])
+def test_arm64_kernel_runs_under_qemu(block, tmp_path):
+    exe = build_runner("arm64", tmp_path, block)
+    out = subprocess.run(["qemu-aarch64", str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+NODE_WASI = """
+import { readFile } from 'node:fs/promises';
+import { WASI } from 'node:wasi';
+const wasi = new WASI({ version: 'preview1', args: ['k'], env: {}, returnOnExit: true });
+const mod = await WebAssembly.compile(await readFile(process.argv[2]));
+const inst = await WebAssembly.instantiate(mod, wasi.getImportObject());
+process.exit(wasi.start(inst));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+@pytest.mark.parametrize("block", [1, 2])
+def test_wasm32_kernel_runs_in_node(block, tmp_path):
+    exe = build_runner("wasm32", tmp_path, block)
+    (tmp_path / "run.mjs").write_text(NODE_WASI)
+    out = subprocess.run(["node", str(tmp_path / "run.mjs"), str(exe)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
