@@ -20,6 +20,8 @@ _DL_DTYPES = {
     "int8": (0, 8), "int16": (0, 16), "int32": (0, 32), "int64": (0, 64),
     "uint8": (1, 8), "uint16": (1, 16), "uint32": (1, 32), "bool": (6, 8),
 }
+# The dtypes the generated driver can describe to its kernels; the frontend refuses any other.
+C_DTYPES = frozenset(_DL_DTYPES)
 _KINDS = {"input": "ES_IN", "output": "ES_OUT", "arena": "ES_ARENA", "const": "ES_CONST"}
 
 
@@ -287,4 +289,4 @@ def plan_staging(plan: Plan) -> None:
     plan.staging_bytes = top
 
 
-__all__ = ["emit_header", "emit_source", "write_weights", "plan_staging", "c_identifier", "np"]
+__all__ = ["C_DTYPES", "emit_header", "emit_source", "write_weights", "plan_staging", "c_identifier", "np"]

@@ -96,7 +96,7 @@ def build_plan(main: relax.Function) -> Plan:
     storages: dict = {}  # storage Var -> (arena offset, bytes)
     arena_top = 0
     constants: list[np.ndarray] = []
-    const_ids: dict = {}
+    const_ids: list = []  # (tvm Tensor, constant id): constants shared by several calls stored once
     const_offsets: list[int] = []
     weight_top = 0
     own_buffers: dict = {}  # builtin.alloc_tensor Var -> TensorRef placeholder (resolved below)
@@ -108,27 +108,32 @@ def build_plan(main: relax.Function) -> Plan:
         env[p] = TensorRef("input", i, 0, shape, dtype)
         inputs.append(env[p])
 
-    def const_ref(c: GenericConst) -> TensorRef:
+    def add_constant(arr: np.ndarray) -> int:
         nonlocal weight_top
-        key = c.value
-        for k, idx in const_ids.items():
-            if k.same_as(key):
-                break
-        else:
-            idx = None
-        if idx is None:
-            arr = np.ascontiguousarray(c.value.numpy())
-            # A constant's data may carry a different but equal-sized shape than its type (a scalar stored
-            # as shape (1,)); the kernel checks against the type.
-            arr = arr.reshape(_tensor_type(c)[0])
-            idx = len(constants)
-            const_ids[key] = idx
-            constants.append(arr)
-            weight_top = align_up(weight_top)
-            const_offsets.append(weight_top)
-            weight_top += arr.nbytes
+        constants.append(arr)
+        weight_top = align_up(weight_top)
+        const_offsets.append(weight_top)
+        weight_top += arr.nbytes
+        return len(constants) - 1
+
+    def constant_ref(idx: int) -> TensorRef:
         arr = constants[idx]
         return TensorRef("const", idx, const_offsets[idx], tuple(arr.shape), arr.dtype.name)
+
+    def const_ref(c: GenericConst) -> TensorRef:
+        for known, idx in const_ids:
+            if known.same_as(c.value):
+                return constant_ref(idx)
+        # A constant's data may carry a different but equal-sized shape than its type (a scalar stored
+        # as shape (1,)); the kernel checks against the type.
+        arr = np.ascontiguousarray(c.value.numpy()).reshape(_tensor_type(c)[0])
+        idx = add_constant(arr)
+        const_ids.append((c.value, idx))
+        return constant_ref(idx)
+
+    def shape_ref(shape: relax.ShapeExpr) -> TensorRef:
+        # A model output computed by ONNX Shape stays a Relax shape value (static here): an int64 constant.
+        return constant_ref(add_constant(np.array(_ints(shape), dtype=np.int64)))
 
     def resolve(expr):
         if isinstance(expr, GenericConst):
@@ -137,6 +142,8 @@ def build_plan(main: relax.Function) -> Plan:
             return tuple(resolve(f) for f in expr.fields)
         if isinstance(expr, relax.TupleGetItem):
             return resolve(expr.tuple_value)[expr.index]
+        if isinstance(expr, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in expr.values):
+            return shape_ref(expr)
         if expr in env:
             return env[expr]
         raise EdgesparseError(f"internal: unplanned value {str(expr)[:80]}")
@@ -167,6 +174,13 @@ def build_plan(main: relax.Function) -> Plan:
                     pass
                 else:
                     raise EdgesparseError(f"unsupported operator after lowering: {op} (no kernel for it)")
+            elif isinstance(v, relax.Call) and isinstance(v.op, relax.ExternFunc):
+                # e.g. vm.builtin.tensor_to_shape: a shape read from a tensor at run time (Expand, Reshape
+                # with a shape input); the static plan needs every shape known at compile time.
+                raise EdgesparseError(
+                    f"unsupported operator after lowering: {v.op.global_symbol} "
+                    "(a shape computed at run time; make the shape input a constant)"
+                )
             elif isinstance(v, relax.Call) and isinstance(v.op, relax.GlobalVar):
                 args = [resolve(a) for a in v.args]
                 if any(not isinstance(a, TensorRef) for a in args):

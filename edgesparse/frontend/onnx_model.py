@@ -15,6 +15,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import EdgesparseError
+from .onnx_checks import check_dtypes_and_variants
 from .ops import SUPPORTED_OPS
 
 # Ops that only compute shapes at run time; with the input shapes pinned, onnxslim folds them away
@@ -87,6 +88,11 @@ def pin_input_shapes(model: onnx.ModelProto, pinned: dict[str, tuple[int, ...]],
                     )
         else:
             dims = vi.type.tensor_type.shape.dim
+            if any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+                raise EdgesparseError(
+                    f"{source}: input '{vi.name}' has shape {_fmt_dims(dims)} with no elements; "
+                    "empty tensors are not supported"
+                )
             if not vi.type.tensor_type.HasField("shape") or any(
                 not d.HasField("dim_value") or d.dim_value <= 0 for d in dims
             ):
@@ -114,6 +120,7 @@ def check_supported_ops(model: onnx.ModelProto, source: str) -> None:
             bad.append(f"{op} (node '{node.name or f'#{i}'}')")
     if bad:
         raise EdgesparseError(f"{source}: unsupported ops: {', '.join(bad)}")
+    check_dtypes_and_variants(model, source)
 
 
 def fold_shape_computations(model: onnx.ModelProto, specs: list[TensorSpec]) -> onnx.ModelProto:
@@ -122,7 +129,8 @@ def fold_shape_computations(model: onnx.ModelProto, specs: list[TensorSpec]) -> 
         return model
     import onnxslim
 
-    shapes = [f"{s.name}:{','.join(map(str, s.shape))}" for s in specs]
+    # a scalar input has nothing to pin (and onnxslim cannot parse "name:" with no dims)
+    shapes = [f"{s.name}:{','.join(map(str, s.shape))}" for s in specs if s.shape]
     return onnxslim.slim(model, input_shapes=shapes)
 
 
@@ -131,7 +139,7 @@ def import_to_relax(model: onnx.ModelProto, specs: list[TensorSpec], source: str
 
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
     try:
-        return from_onnx(
+        mod = from_onnx(
             model,
             shape_dict={s.name: list(s.shape) for s in specs},
             dtype_dict={s.name: s.dtype for s in specs},
@@ -141,3 +149,26 @@ def import_to_relax(model: onnx.ModelProto, specs: list[TensorSpec], source: str
     except Exception as exc:  # TVM raises many kinds; the user needs to know which model failed and why
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
         raise EdgesparseError(f"{source}: TVM's ONNX importer failed: {first}") from exc
+    _check_static_shapes(mod, source)
+    return mod
+
+
+def _check_static_shapes(mod, source: str) -> None:
+    """Every tensor of the imported graph must have a shape known at compile time (the plan is static);
+    a shape that depends on run-time data (Slice with run-time starts, Range over inputs) is refused here,
+    before TVM's lowering fails on it."""
+    from tvm import relax, tirx
+
+    for block in mod["main"].body.blocks:
+        for b in block.bindings:
+            ty = b.var.ty
+            if not isinstance(ty, relax.TensorType):
+                continue
+            shape = ty.shape
+            static = isinstance(shape, relax.ShapeExpr) and all(isinstance(v, tirx.IntImm) for v in shape.values)
+            if not static:
+                op = b.value.op.name if isinstance(b.value, relax.Call) and hasattr(b.value.op, "name") else "?"
+                raise EdgesparseError(
+                    f"{source}: the result of {op} has a shape known only at run time ({ty}); "
+                    "edgesparse needs static shapes (is a shape input, such as Slice's starts, not a constant?)"
+                )

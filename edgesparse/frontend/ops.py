@@ -20,7 +20,7 @@ SUPPORTED_OPS = frozenset(
         "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
         # data movement
         "Reshape", "Flatten", "Transpose", "Concat", "Squeeze", "Unsqueeze", "Identity", "Pad", "Slice",
-        "Split", "Resize", "Upsample", "Gather", "Cast", "DepthToSpace", "SpaceToDepth", "Tile", "Expand",
+        "Split", "Resize", "Gather", "Cast", "DepthToSpace", "SpaceToDepth", "Tile", "Expand",
         # graph plumbing
         "Constant", "Dropout",
         # shape arithmetic (folded away once input shapes are pinned)
