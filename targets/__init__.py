@@ -24,6 +24,8 @@ class Target:
     runner_ldflags: tuple[str, ...]
     runner_name: str
     tiles: dict = field(default_factory=dict)
+    # [bundle]: what is packaged beside the artifact for app developers (kind = "web" | "android"); empty: none
+    bundle: dict = field(default_factory=dict)
 
     @property
     def vector_lanes_f32(self) -> int:
@@ -55,6 +57,7 @@ def _parse(text: str) -> Target:
         runner_ldflags=tuple(tc["runner_ldflags"]),
         runner_name=tc["runner_name"],
         tiles=d.get("tiles", {}),
+        bundle=d.get("bundle", {}),
     )
 
 

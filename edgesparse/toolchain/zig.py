@@ -49,3 +49,24 @@ def link_runner(target: Target, name: str, header: str, library: Path, out: Path
          str(runtime_dir() / "runner.c"), str(library), "-o", str(out)],
         cwd=out.parent,
     )
+
+
+def link_wasm_reactor(target: Target, name: str, header: str, library: Path, out: Path) -> None:
+    """The model as a WebAssembly library for JavaScript: wasm_reactor.c's exports, no main, no WASI calls."""
+    _zig(
+        "cc",
+        ["-target", target.zig_target, *target.cflags, "-mexec-model=reactor", "-fno-sanitize=undefined",
+         "-I", str(runtime_dir()), "-I", str(library.parent),
+         f"-DES_MODEL={name}_model", f'-DES_MODEL_HEADER="{header}"',
+         str(runtime_dir() / "wasm_reactor.c"), str(library), "-Wl,--strip-all", "-o", str(out)],
+        cwd=out.parent,
+    )
+
+
+def link_shared(target: Target, inputs: list[Path], out: Path, ldflags: list[str] = ()) -> None:
+    """A shared library of `inputs` (objects) for the target's triple, linked against its dynamic libc."""
+    _zig(
+        "cc",
+        ["-target", target.zig_target, "-shared", "-fPIC", *ldflags, *map(str, inputs), "-o", str(out)],
+        cwd=out.parent,
+    )

@@ -262,3 +262,46 @@ int es_rt_call(es_kernel_fn fn, DLTensor* const* tensors, int num_args) {
   result.type_index = kTVMFFINone;
   return fn(NULL, args, num_args, &result);
 }
+
+/* ---------------------------------------------------------------- profiling (-DES_PROFILE only) */
+
+#ifdef ES_PROFILE
+#include <time.h>
+
+/* One slot per kernel call of the generated driver; the compiler passes the model's call count. Static:
+ * no allocation. Timed on the caller's thread; profile one run at a time. */
+#ifndef ES_PROFILE_MAX_CALLS
+#define ES_PROFILE_MAX_CALLS 4096
+#endif
+
+static double es_prof_total_ms[ES_PROFILE_MAX_CALLS];
+static double es_prof_started_ms;
+static int es_prof_calls;
+
+static double es_prof_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+void es_rt_profile_begin(int call) {
+  (void)call;
+  es_prof_started_ms = es_prof_now_ms();
+}
+
+void es_rt_profile_end(int call) {
+  double elapsed = es_prof_now_ms() - es_prof_started_ms;
+  if (call < 0 || call >= ES_PROFILE_MAX_CALLS) return;
+  es_prof_total_ms[call] += elapsed;
+  if (call >= es_prof_calls) es_prof_calls = call + 1;
+}
+
+void es_rt_profile_reset(void) {
+  memset(es_prof_total_ms, 0, sizeof(es_prof_total_ms));
+  es_prof_calls = 0;
+}
+
+int es_rt_profile_calls(void) { return es_prof_calls; }
+
+double es_rt_profile_ms(int call) { return call >= 0 && call < es_prof_calls ? es_prof_total_ms[call] : 0.0; }
+#endif

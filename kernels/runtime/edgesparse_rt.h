@@ -60,6 +60,12 @@ void es_rt_prefix_error(const char* a, const char* b);
 #ifdef ES_PROFILE
 void es_rt_profile_begin(int call);
 void es_rt_profile_end(int call);
+/* Forget the times collected so far (e.g. after warm-up runs). */
+void es_rt_profile_reset(void);
+/* 1 + the highest call index timed since the last reset. */
+int es_rt_profile_calls(void);
+/* Milliseconds spent in kernel call `call` since the last reset, summed over runs. */
+double es_rt_profile_ms(int call);
 #define ES_PROFILE_BEGIN(c) es_rt_profile_begin(c)
 #define ES_PROFILE_END(c) es_rt_profile_end(c)
 #else

@@ -15,6 +15,10 @@
 
 #include ES_MODEL_HEADER
 
+#ifdef ES_PROFILE /* a profiling build: bench also prints per-kernel-call times, "profile_ms" */
+#include "edgesparse_rt.h"
+#endif
+
 static void die(int code, const char* what, const char* detail) {
   fprintf(stderr, "error: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
   exit(code);
@@ -104,6 +108,9 @@ int main(int argc, char** argv) {
     m->set_num_threads(threads);
     for (int i = 0; i < warmup; ++i)
       if (m->run(arena, (const void* const*)inputs, outputs) != 0) die(3, "inference failed", m->last_error());
+#ifdef ES_PROFILE
+    es_rt_profile_reset();
+#endif
     printf("{\"times_ms\": [");
     for (int i = 0; i < runs; ++i) {
       double t0 = now_ms();
@@ -111,6 +118,11 @@ int main(int argc, char** argv) {
       printf("%s%.6f", i ? ", " : "", now_ms() - t0);
     }
     printf("]");
+#ifdef ES_PROFILE
+    printf(", \"profile_ms\": [");  /* mean time per run of each kernel call, in call order */
+    for (int c = 0; c < es_rt_profile_calls(); ++c) printf("%s%.6f", c ? ", " : "", es_rt_profile_ms(c) / runs);
+    printf("]");
+#endif
     printf("}\n");
     return 0;
   }
