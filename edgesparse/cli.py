@@ -41,18 +41,48 @@ def main(ctx, debug):
               help="Pin an input's shape (needed for dynamic dimensions).")
 @click.option("--name", default=None, help="C symbol prefix [default: the model file's stem].")
 @click.option("--threads", default=1, show_default=True, help="Most threads the artifact will run with.")
-def compile_cmd(model, target, out_dir, input_shapes, name, threads):
+@click.option("--profile", is_flag=True, help="Compile per-kernel timers into the runtime (see bench --profile).")
+@click.option("--android-api", type=click.IntRange(21, 99), default=None, metavar="N",
+              help="Android API level for the NDK build of android-arm64's .so (ANDROID_NDK_HOME) [default: 24].")
+@click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="auto: layers at or above --min-sparsity run sparse; on: every eligible layer; off: none.")
+@click.option("--min-sparsity", type=click.FloatRange(0, 1), default=None,
+              help="Sparsity from which a layer runs sparse in auto mode [default: the target's].")
+@click.option("--quiet", "-q", is_flag=True, help="Do not list the per-layer sparse/dense decisions.")
+def compile_cmd(model, target, out_dir, input_shapes, name, threads, profile, android_api, sparse, min_sparsity,
+                quiet):
     """Compile an ONNX MODEL into an artifact directory."""
     from .compiler import compile as compile_model
 
     out_dir = out_dir or f"out/{Path(model).stem}-{target}"
-    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads)
+    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads,
+                        **({"profile": True} if profile else {}),
+                        **({"android_api": android_api} if android_api else {}),
+                        sparse=sparse, min_sparsity=min_sparsity)
     m = res.manifest
+    if not quiet:
+        _print_sparse_decisions(m["sparsify"])
     click.echo(
         f"{m['name']} -> {res.out_dir} ({m['target']}, {len(m['layers'])} kernels, "
         f"arena {m['arena_bytes'] / 1e6:.2f} MB, weights {m['weight_bytes'] / 1e6:.2f} MB, "
         f"{m['compile_seconds']:.1f} s)"
     )
+
+
+def _print_sparse_decisions(layers: list[dict]) -> None:
+    """Which 1x1 conv / FC layers run sparse, and why the others stay dense: the sparse path never stays
+    silently off."""
+    if not layers:
+        return
+    sparse = [l for l in layers if l["sparse"]]
+    click.echo(f"sparse layers: {len(sparse)} of {len(layers)} conv/linear layers with constant weights")
+    for l in layers:
+        verdict = f"sparse {l['variant']}" if l["sparse"] else f"dense: {l['reason']}"
+        click.echo(f"  {l['name'][:40]:40s} {str(list(l['shape'])):22s} sparsity {l['sparsity']:5.1%}  {verdict}")
+    dense_bytes = sum(l["dense_bytes"] or 0 for l in sparse)
+    packed = sum(l["packed_bytes"] or 0 for l in sparse)
+    if sparse and dense_bytes:
+        click.echo(f"packed weights of the sparse layers: {packed / 1e6:.2f} MB ({packed / dense_bytes:.0%} of dense fp32)")
 
 
 def _load_inputs(paths: tuple[str, ...]):
@@ -71,7 +101,8 @@ def _load_inputs(paths: tuple[str, ...]):
 @click.argument("artifact", type=click.Path(file_okay=False))
 @click.option("--input", "-i", "inputs", multiple=True, required=True, help="An .npy file per model input, in order.")
 @click.option("--output", "-o", "outputs", multiple=True, help="Where to write each output (.npy).")
-@click.option("--device", "-d", default=None, help="local, qemu, node [default: the target's].")
+@click.option("--device", "-d", default=None,
+              help="local, qemu, node, chromium, ssh:user@host[:port], adb[:SERIAL] [default: the target's].")
 def run_cmd(artifact, inputs, outputs, device):
     """Run one inference of ARTIFACT on a device."""
     import numpy as np
@@ -110,16 +141,25 @@ def verify_cmd(model, artifact, device, seed, tolerance):
 
 @main.command("bench")
 @click.argument("artifact", type=click.Path(file_okay=False))
-@click.option("--device", "-d", default=None)
+@click.option("--device", "-d", default=None, help="local, qemu, node, chromium, ssh:user@host[:port], adb[:SERIAL].")
 @click.option("--runs", default=50, show_default=True)
 @click.option("--warmup", default=10, show_default=True)
 @click.option("--threads", default=1, show_default=True)
+@click.option("--profile", is_flag=True, help="Per-layer times measured inside the C runtime.")
+@click.option("--top", default=10, show_default=True, help="Layers shown by --profile.")
+@click.option("--compare", type=click.Choice(["ort"]), default=None,
+              help="Also run the model through ONNX Runtime (local) or onnxruntime-web (node, chromium).")
+@click.option("--model", default=None, help="The ONNX model for --compare [default: the artifact's source].")
 @click.option("--json", "json_path", default=None, help="Write the result as JSON.")
-def bench_cmd(artifact, device, runs, warmup, threads, json_path):
+def bench_cmd(artifact, device, runs, warmup, threads, profile, top, compare, model, json_path):
     """Measure ARTIFACT's latency on a device."""
+    from .compiler import load_manifest
+    from .devices import get_device
     from .harness.bench import bench
 
-    r = bench(artifact, device, runs=runs, warmup=warmup, threads=threads)
+    manifest = load_manifest(artifact)
+    dev = get_device(device, manifest)
+    r = bench(artifact, dev, runs=runs, warmup=warmup, threads=threads, profile=profile)
     click.echo(f"{r.target} on {r.device}: warmup {r.warmup}, runs {r.runs}, threads {r.threads}")
     click.echo(
         f"latency ms: min {r.min_ms:.3f}  median {r.median_ms:.3f}  p90 {r.p90_ms:.3f}  max {r.max_ms:.3f}  "
@@ -129,8 +169,69 @@ def bench_cmd(artifact, device, runs, warmup, threads, json_path):
         click.echo(f"note: {r.device} emulates the CPU; these figures are not a latency.")
     if r.cv > 0.10:
         click.echo("warning: large spread (cv > 10%); the machine is busy or throttling.")
+    out = r.to_json()
+    if profile:
+        from .harness.profile import format_top
+
+        for line in format_top(r.profile, top, r.mean_ms):
+            click.echo(line)
+    if compare:
+        from .harness.compare import compare_ort
+
+        c = compare_ort(Path(artifact).resolve(), manifest, dev, model, warmup=warmup, runs=runs, threads=threads)
+        click.echo(f"{c.engine}: min {c.ort.min_ms:.3f}  median {c.ort.median_ms:.3f}  p90 {c.ort.p90_ms:.3f}  "
+                   f"max {c.ort.max_ms:.3f}  (cv {100 * c.ort.cv:.1f}%)")
+        ratio = c.ratio(r)
+        click.echo(f"ratio ONNX Runtime / edgesparse (medians {c.ort.median_ms:.3f} / {r.median_ms:.3f} ms): "
+                   f"{ratio:.2f} (edgesparse {'faster' if ratio >= 1 else 'slower'}); "
+                   f"max |output difference| {c.max_abs_diff:.3g}")
+        if c.ort.cv > 0.10:
+            click.echo("warning: large spread in the ONNX Runtime runs (cv > 10%).")
+        out["compare"] = c.to_json(r)
     if json_path:
-        Path(json_path).write_text(json.dumps(r.to_json(), indent=2) + "\n")
+        Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
+        click.echo(f"wrote {json_path}")
+
+
+@main.command("sweep")
+@click.argument("model")
+@click.option("--target", "-t", default="x86_64", show_default=True)
+@click.option("--device", "-d", default=None, help="[default: the target's]")
+@click.option("--sparsity", "levels", default="0,0.5,0.7,0.8,0.9,0.95", show_default=True,
+              help="Comma-separated pruning levels.")
+@click.option("--runs", default=20, show_default=True)
+@click.option("--warmup", default=5, show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@click.option("--out", "out_dir", default=None, help="[default: out/sweep-<model>-<target>-<device>]")
+def sweep_cmd(model, target, device, levels, runs, warmup, threads, out_dir):
+    """Latency against sparsity: prune MODEL (ONNX file or zoo name) to each level, compile, benchmark
+    edgesparse and ONNX Runtime; write sweep.csv, sweep.png and sweep.json."""
+    from .harness.sweep import format_table, parse_levels, sweep
+
+    lv = parse_levels(levels)
+    out_dir = out_dir or f"out/sweep-{Path(model).stem}-{target}-{(device or 'default').replace(':', '_')}"
+    res = sweep(model, target, device, lv, out_dir, runs=runs, warmup=warmup, threads=threads)
+    for note in res.notes:
+        click.echo(f"note: {note}")
+    for line in format_table(res.rows):
+        click.echo(line)
+    if any(r["cv"] > 0.10 for r in res.rows):
+        click.echo("warning: large spread (cv > 10%) in some rows; the machine is busy or throttling.")
+    click.echo(f"wrote {res.csv_path}, {res.png_path}, {res.json_path}")
+
+
+@main.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--sparsity", "-s", type=click.FloatRange(0, 1, max_open=True), required=True)
+@click.option("--output", "-o", "out", required=True, help="Where to write the pruned .onnx.")
+@click.option("--prune-first-conv", is_flag=True, help="Also prune the first convolution (left dense by default).")
+@click.option("--prune-last-fc", is_flag=True, help="Also prune the last fully-connected layer.")
+def prune_cmd(model, sparsity, out, prune_first_conv, prune_last_fc):
+    """Magnitude-prune MODEL's conv and linear weights to SPARSITY (unstructured, per layer)."""
+    from .prune import prune_onnx
+
+    rep = prune_onnx(model, out, sparsity, skip_first_conv=not prune_first_conv, skip_last_fc=not prune_last_fc)
+    click.echo(f"{model} -> {out}: {len(rep.layers)} weight tensors, overall sparsity {rep.overall_sparsity:.1%}")
 
 
 @main.command("targets")

@@ -23,6 +23,7 @@ from .frontend import onnx_model
 from .lower.build_kernels import compile_kernels, kernel_module, workspace_bound
 from .lower.relax_to_tir import lower_to_kernels
 from .passes.pipeline import optimize_graph
+from .passes.sparsify import onnx_weight_names, sparsify
 from .progress import Progress
 from .targets import Target, get_target
 from .toolchain import zig
@@ -91,6 +92,22 @@ def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
         tmp_dir.rename(out_dir)
 
 
+def _write_bundle(tgt: Target, work_dir: Path, name, cname, specs, output_names, plan, threads, android_api):
+    """The target's deployable bundle (descriptor [bundle]: web page + npm package, Android project), or None."""
+    if not tgt.bundle:
+        return None
+    from .bundle import BundleModel, write_bundle
+
+    def tensors(names, refs):
+        return [{"name": nm, "shape": list(r.shape), "dtype": r.dtype, "bytes": r.nbytes} for nm, r in zip(names, refs)]
+
+    return write_bundle(tgt, BundleModel(
+        name=name, c_name=cname, work_dir=work_dir, inputs=tensors([s.name for s in specs], plan.inputs),
+        outputs=tensors(output_names, plan.outputs), arena_bytes=plan.arena_bytes, max_threads=threads,
+        options={"android_api": android_api},
+    ))
+
+
 def compile(
     model,
     target: str | Target = "x86_64",
@@ -101,11 +118,16 @@ def compile(
     name: str | None = None,
     threads: int = 1,
     progress: Progress | None = None,
+    android_api: int | None = None,
+    profile: bool = False,
+    sparse: str = "auto",
+    min_sparsity: float | None = None,
 ) -> CompileResult:
     """Compile `model` (an ONNX path or a torch.nn.Module) for `target` into `out_dir`.
 
     `threads` is the most threads the artifact will run with: kernels get parallel loops and the arena gets
-    per-thread kernel scratch for that many.
+    per-thread kernel scratch for that many. `profile` compiles the runtime's per-kernel timers in
+    (-DES_PROFILE): the runner's bench then also prints per-call times (`edgesparse bench --profile`).
     """
     t_start = time.perf_counter()
     tgt = target if isinstance(target, Target) else get_target(target)
@@ -141,6 +163,9 @@ def compile(
 
             step("graph passes")
             mod = optimize_graph(mod)
+            sparse_layers: list = []
+            mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
+                           report=sparse_layers, names=onnx_weight_names(proto))
 
             step("lower to kernels")
             scheduled: dict = {}
@@ -169,13 +194,15 @@ def compile(
                 shutil.copy(zig.runtime_dir() / f, tmp_dir / f)
 
             step("link")
-            zig.compile_c(tgt, tmp_dir / f"{cname}.c", tmp_dir / "model.o")
-            zig.compile_c(tgt, tmp_dir / "edgesparse_rt.c", tmp_dir / "rt.o")
+            ctgt = profiling_target(tgt, len(plan.calls)) if profile else tgt
+            zig.compile_c(ctgt, tmp_dir / f"{cname}.c", tmp_dir / "model.o")
+            zig.compile_c(ctgt, tmp_dir / "edgesparse_rt.c", tmp_dir / "rt.o")
             lib = tmp_dir / f"lib{cname}.a"
             zig.archive([tmp_dir / "kernels.o", tmp_dir / "model.o", tmp_dir / "rt.o"], lib)
-            zig.link_runner(tgt, cname, header, lib, tmp_dir / tgt.runner_name)
+            zig.link_runner(ctgt, cname, header, lib, tmp_dir / tgt.runner_name)
             if tgt.is_wasm:
                 shutil.copy(zig.runtime_dir() / "wasi_runner.mjs", tmp_dir / "wasi_runner.mjs")
+            bundle = _write_bundle(tgt, tmp_dir, name, cname, specs, output_names, plan, threads, android_api)
             for f in ("kernels.o", "model.o", "rt.o"):
                 (tmp_dir / f).unlink()
 
@@ -193,6 +220,9 @@ def compile(
                 {"name": nm, "shape": list(r.shape), "dtype": r.dtype} for nm, r in zip(output_names, plan.outputs)
             ],
             "max_threads": threads,
+            "sparse_mode": sparse,
+            "sparsify": [d.as_dict() for d in sparse_layers],
+            "profile": profile,
             "arena_bytes": plan.arena_bytes,
             "activation_bytes": plan.activation_bytes,
             "workspace_bytes": plan.workspace_bytes,
@@ -212,6 +242,8 @@ def compile(
             "compile_seconds": round(time.perf_counter() - t_start, 2),
             "host": {"python": platform.python_version(), "machine": platform.machine()},
         }
+        if bundle:
+            manifest["bundle"] = bundle
         manifest["artifact_bytes"] = {p.name: p.stat().st_size for p in sorted(tmp_dir.iterdir())}
         (tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace_dir(tmp_dir, out_dir)
@@ -219,6 +251,14 @@ def compile(
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     return CompileResult(out_dir, manifest)
+
+
+def profiling_target(tgt: Target, num_calls: int) -> Target:
+    """`tgt` with the C runtime's per-kernel timers compiled in, sized for `num_calls` kernel calls."""
+    import dataclasses
+
+    flags = ("-DES_PROFILE", f"-DES_PROFILE_MAX_CALLS={max(1, num_calls)}")
+    return dataclasses.replace(tgt, cflags=tuple(tgt.cflags) + flags)
 
 
 def load_manifest(artifact_dir: str | os.PathLike) -> dict:

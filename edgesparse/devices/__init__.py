@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from ..errors import EdgesparseError
 from .base import Device
+from .chromium import ChromiumDevice
 from .local import LocalDevice, NodeDevice, QemuDevice
+from .remote import AdbDevice, SshDevice
 
-_DEVICES = {"local": LocalDevice, "qemu": QemuDevice, "node": NodeDevice}
+_DEVICES = {
+    "local": LocalDevice, "qemu": QemuDevice, "node": NodeDevice,
+    "chromium": ChromiumDevice, "ssh": SshDevice, "adb": AdbDevice,
+}
 
 
 def known_devices() -> list[str]:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
-from .base import Device
+from ..errors import EdgesparseError
+from .base import Device, failure_detail
 
 
 class LocalDevice(Device):
     name = "local"
-    targets = ("x86_64",)
+    targets = ("x86_64", "x86_64-avx512")
 
     def command(self, artifact: Path, manifest: dict, args: list[str]) -> list[str]:
         return [str(artifact / manifest["files"]["runner"]), *args]
@@ -20,7 +23,7 @@ class QemuDevice(Device):
 
     name = "qemu"
     emulated = True
-    targets = ("arm64",)
+    targets = ("arm64", "android-arm64")
 
     def command(self, artifact: Path, manifest: dict, args: list[str]) -> list[str]:
         return ["qemu-aarch64", str(artifact / manifest["files"]["runner"]), *args]
@@ -41,3 +44,26 @@ class NodeDevice(Device):
 
     def install_hint(self) -> str:
         return "install Node.js 20 or newer"
+
+    def ort_web(self, model: Path, inputs: list[dict], warmup: int, runs: int, timeout: float) -> dict:
+        """onnxruntime-web (WASM, 1 thread, SIMD) in Node: {"times_ms", "outputs": [{name, dtype, shape, bytes}]}."""
+        from .chromium import JS_DIR, check_node_modules
+
+        check_node_modules("onnxruntime-web")
+        with tempfile.TemporaryDirectory(prefix="edgesparse-ort-") as tmp:
+            job = {"model": str(model), "inputs": inputs, "warmup": warmup, "runs": runs, "out_dir": tmp}
+            (Path(tmp) / "job.json").write_text(json.dumps(job))
+            cmd = ["node", "--no-warnings", str(JS_DIR / "ort_node.mjs"), str(Path(tmp) / "job.json")]
+            proc = self.host_command(cmd, timeout, "onnxruntime-web")
+            if proc.returncode != 0:
+                raise EdgesparseError(f"device 'node': {failure_detail(proc.returncode, proc.stderr)}")
+            try:
+                res = json.loads(proc.stdout)
+                outputs = [{**o, "bytes": Path(o["file"]).read_bytes()} for o in res["outputs"]]
+                return {"times_ms": [float(t) for t in res["times_ms"]], "outputs": outputs}
+            except (json.JSONDecodeError, KeyError, TypeError, OSError):
+                raise EdgesparseError("device 'node': onnxruntime-web printed a malformed result") from None
+
+    def machine(self) -> dict:
+        proc = self.host_command(["node", "--version"], 30, "node --version")
+        return {"node": proc.stdout.strip()}
