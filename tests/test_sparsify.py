@@ -13,6 +13,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 from edgesparse.errors import EdgesparseError
+from edgesparse.lower.relax_to_tir import lower_to_kernels
 from edgesparse.passes.sparsify import SparsifyPass, onnx_weight_names, sparsify
 from edgesparse.prune import magnitude_prune, prune_onnx
 from edgesparse.targets import get_target
@@ -67,18 +68,6 @@ class Graph:
         return m
 
 
-LOWERING = [
-    relax.transform.LegalizeOps(),
-    relax.transform.AnnotateTIROpPattern(),
-    relax.transform.FoldConstant(),
-    relax.transform.FuseOps(),
-    relax.transform.FuseTIR(),
-    relax.transform.DeadCodeElimination(),
-    relax.transform.CallTIRRewrite(),
-    relax.transform.StaticPlanBlockMemory(),
-]
-
-
 def import_model(model):
     mod = from_onnx(model, keep_params_in_input=False)
     mod = relax.transform.DecomposeOpsForInference()(mod)
@@ -90,8 +79,7 @@ def compile_and_compare(model, **sparsify_kw):
     report = []
     mod = sparsify(import_model(model), HOST, report=report, names=onnx_weight_names(model), **sparsify_kw)
     target = HOST.tvm_target()
-    with target:
-        lowered = tvm.transform.Sequential(LOWERING)(mod)
+    lowered = lower_to_kernels(mod, target)  # the spine's lowering, without dense schedules
     ex = tvm.compile(lowered, target=target)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = np.random.default_rng(123).standard_normal(model.graph.input[0].type.tensor_type.shape.dim and [
@@ -308,8 +296,7 @@ def test_relax_epilogues_fused(name, epilogue, clamp):
     (layer,) = report
     assert layer.sparse and layer.fused == ["bias", f"clamp({clamp[0]:g},{clamp[1]:g})"], layer.fused
     target = HOST.tvm_target()
-    with target:
-        lowered = tvm.transform.Sequential(LOWERING)(mod)
+    lowered = lower_to_kernels(mod, target)
     assert len(spmm_calls(lowered)) == 1
     vm = relax.VirtualMachine(tvm.compile(lowered, target=target), tvm.cpu())
     xv = np.random.default_rng(5).standard_normal((1, 16, 6, 6)).astype(np.float32)
