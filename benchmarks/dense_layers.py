@@ -2,7 +2,7 @@
 
     python benchmarks/dense_layers.py                 # per-layer table + whole models, x86_64 (AVX2+FMA)
     python benchmarks/dense_layers.py --only models   # whole models only
-    python benchmarks/dense_layers.py --avx512-host   # also a 512-bit variant of the x86_64 descriptor
+    python benchmarks/dense_layers.py --avx512-host   # x86_64 and x86_64-avx512 (this host has AVX-512)
 
 Each layer (Conv/depthwise/Gemm with random weights at MobileNetV1/V2 and ResNet-18 shapes, bias and
 activation fused as after BatchNorm folding) is built as a one-node ONNX model, lowered through the compile
@@ -16,7 +16,6 @@ the per-run ratios (more robust on a shared, noisy host: a slow phase hits both 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -287,25 +286,20 @@ def run(rows, target, runs, title):
     return out
 
 
-def avx512_variant(t):
-    """The x86_64 descriptor widened to 512-bit vectors for this host (a measurement aid, not a shipped target)."""
-    tvm_cfg = dict(t.tvm)
-    tvm_cfg["mcpu"] = "x86-64-v4"
-    tiles = dict(t.tiles, conv_acc_regs=24, conv_mr=8, conv_nv=2)  # 32 zmm registers
-    return dataclasses.replace(t, name="x86_64+avx512 (host)", tvm=tvm_cfg, vector_bits=512, tiles=tiles)
-
-
 def main(argv=None):
     from edgesparse.targets import get_target
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--only", choices=["layers", "models"], default=None)
-    ap.add_argument("--avx512-host", action="store_true", help="also measure a 512-bit variant of x86_64")
+    ap.add_argument("--target", action="append", default=None,
+                    help="target descriptor(s) runnable on this host (default x86_64; e.g. also x86_64-avx512)")
+    ap.add_argument("--avx512-host", action="store_true", help="shorthand for --target x86_64 --target x86_64-avx512")
     args = ap.parse_args(argv)
-    targets = [get_target("x86_64")]
+    names = args.target or ["x86_64"]
     if args.avx512_host:
-        targets.append(avx512_variant(targets[0]))
+        names = ["x86_64", "x86_64-avx512"]
+    targets = [get_target(n) for n in names]
     for t in targets:
         if args.only != "models":
             run(LAYERS, t, args.runs, "Layers")

@@ -194,3 +194,21 @@ def test_threads_parameter_parallel_outer_loop(layer):
     y = vm["main"](tvm.runtime.tensor(x)).numpy()
     y_ort = D.ort_session(model).run(None, {"x": x})[0]
     assert np.abs(y - y_ort).max() < 1e-4
+
+
+def _host_has_avx512() -> bool:
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _host_has_avx512(), reason="host without AVX-512")
+@pytest.mark.parametrize("layer,rule", [((24, 40, 14, 1, 1, 1), "conv2d"), ((16, 32, 15, 3, 2, 1), "conv2d"),
+                                        ((32, 32, 28, 3, 2, 32), "window"), ((1024, 1000), "matmul")])
+def test_avx512_descriptor(layer, rule):
+    """The same rules on the 512-bit descriptor: 16 lanes, other tiles, same results."""
+    model = D.gemm_layer(*layer) if rule == "matmul" else D.conv_layer(*layer)
+    err, report = run_case(model, "x86_64-avx512")
+    assert err < 1e-5
+    assert_rule(report, rule)
