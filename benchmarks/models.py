@@ -66,7 +66,7 @@ def main() -> None:
                 for target, device, threads in setups:
                     results = {}
                     for kind, mode in builds:
-                        out = tmp / f"{label}-{target}-{kind}".replace(" ", "_").replace("@", "")
+                        out = tmp / f"{label}-{target}-{kind}".replace(" @", "-").replace("%", "pct")
                         compile_model(onnx_path, target, out, sparse=mode, threads=max(threads, 1))
                         results[kind] = (out, bench(out, device, runs=args.runs, warmup=args.warmup, threads=threads))
                     out, _ = results[builds[0][0]]

@@ -131,23 +131,42 @@ static struct {
              PTHREAD_COND_INITIALIZER, 0, 0, 0, NULL, NULL, 0, 0, NULL, 0, PTHREAD_MUTEX_INITIALIZER,
              PTHREAD_COND_INITIALIZER, 0, 0};
 
+/* Launches come back to back, one per layer, each a few tens of microseconds of work: a thread that went to
+ * sleep on a condition variable takes about as long to wake. Workers and the launcher therefore spin a
+ * little (ES_SPIN polls) before they sleep. */
+#define ES_SPIN 20000
+
+static inline void es_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
 static void* es_worker(void* arg) {
   int task_id = (int)(intptr_t)arg;
   unsigned seen = 0;
-  pthread_mutex_lock(&es_pool.lock);
   for (;;) {
+    for (int i = 0; i < ES_SPIN && __atomic_load_n(&es_pool.generation, __ATOMIC_ACQUIRE) == seen; ++i)
+      es_cpu_relax();
+    pthread_mutex_lock(&es_pool.lock);
     while (es_pool.generation == seen) pthread_cond_wait(&es_pool.wake, &es_pool.lock);
     seen = es_pool.generation;
-    if (task_id < es_pool.num_task) {
-      TVMParallelGroupEnv env = {NULL, es_pool.num_task};
-      FTVMParallelLambda fn = es_pool.fn;
-      void* cdata = es_pool.cdata;
-      es_rt_set_workspace(es_pool.ws_base + (size_t)task_id * es_pool.ws_slice, es_pool.ws_slice);
-      pthread_mutex_unlock(&es_pool.lock);
-      int rc = fn(task_id, &env, cdata);
+    int num_task = es_pool.num_task;
+    FTVMParallelLambda fn = es_pool.fn;
+    void* cdata = es_pool.cdata;
+    unsigned char* ws = es_pool.ws_base + (size_t)task_id * es_pool.ws_slice;
+    size_t ws_slice = es_pool.ws_slice;
+    pthread_mutex_unlock(&es_pool.lock);
+    if (task_id >= num_task) continue;
+    TVMParallelGroupEnv env = {NULL, num_task};
+    es_rt_set_workspace(ws, ws_slice);
+    if (fn(task_id, &env, cdata) != 0) __atomic_store_n(&es_pool.failed, 1, __ATOMIC_RELEASE);
+    if (__atomic_sub_fetch(&es_pool.pending, 1, __ATOMIC_ACQ_REL) == 0) {
       pthread_mutex_lock(&es_pool.lock);
-      if (rc) es_pool.failed = 1;
-      if (--es_pool.pending == 0) pthread_cond_signal(&es_pool.done);
+      pthread_cond_signal(&es_pool.done);
+      pthread_mutex_unlock(&es_pool.lock);
     }
   }
   return NULL;
@@ -182,17 +201,18 @@ static int es_parallel_launch(FTVMParallelLambda flambda, void* cdata, int num_t
   es_pool.cdata = cdata;
   es_pool.num_task = n;
   es_pool.failed = 0;
-  es_pool.pending = n - 1;
-  es_pool.generation++;
+  __atomic_store_n(&es_pool.pending, n - 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&es_pool.generation, es_pool.generation + 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&es_pool.wake);
   pthread_mutex_unlock(&es_pool.lock);
 
   TVMParallelGroupEnv env = {NULL, n};
   int rc = flambda(0, &env, cdata);
 
+  for (int i = 0; i < ES_SPIN && __atomic_load_n(&es_pool.pending, __ATOMIC_ACQUIRE) > 0; ++i) es_cpu_relax();
   pthread_mutex_lock(&es_pool.lock);
-  while (es_pool.pending > 0) pthread_cond_wait(&es_pool.done, &es_pool.lock);
-  rc |= es_pool.failed;
+  while (__atomic_load_n(&es_pool.pending, __ATOMIC_ACQUIRE) > 0) pthread_cond_wait(&es_pool.done, &es_pool.lock);
+  rc |= __atomic_load_n(&es_pool.failed, __ATOMIC_ACQUIRE);
   pthread_mutex_unlock(&es_pool.lock);
   pthread_mutex_unlock(&es_pool.launch);
   es_ws.size = saved_size;
