@@ -139,3 +139,12 @@ def test_failed_compile_keeps_the_previous_artifact(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     proc = edgesparse("--debug", "compile", tmp_path / "nope.onnx")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_output_directory_with_unusual_characters(tmp_path):
+    """zig's linker cannot create outputs whose absolute path holds a '%': the toolchain names them relatively."""
+    out = tmp_path / "runs 100% & more" / "art"
+    proc = edgesparse("compile", small_model(tmp_path / "m.onnx"), "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    proc = edgesparse("verify", tmp_path / "m.onnx", out)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr

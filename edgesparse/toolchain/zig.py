@@ -18,6 +18,8 @@ def runtime_dir() -> Path:
 
 
 def _zig(tool: str, args: list[str], cwd: Path) -> None:
+    """Runs `python -m ziglang TOOL ARGS` in `cwd`. Outputs are named relative to `cwd`: zig's linker and
+    archiver fail to create an output whose absolute path holds a '%'."""
     cmd = [sys.executable, "-m", "ziglang", tool, *args]
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -29,15 +31,15 @@ def compile_c(target: Target, source: Path, obj: Path, extra: list[str] = ()) ->
     _zig(
         "cc",
         ["-target", target.zig_target, *target.cflags, "-Wno-c23-extensions", "-fno-sanitize=undefined",
-         "-I", str(runtime_dir()), "-I", str(source.parent), *extra, "-c", str(source), "-o", str(obj)],
-        cwd=source.parent,
+         "-I", str(runtime_dir()), "-I", str(source.parent), *extra, "-c", str(source), "-o", obj.name],
+        cwd=obj.parent,
     )
 
 
 def archive(objects: list[Path], lib: Path) -> None:
     if lib.exists():
         lib.unlink()
-    _zig("ar", ["rcs", str(lib), *map(str, objects)], cwd=lib.parent)
+    _zig("ar", ["rcs", lib.name, *map(str, objects)], cwd=lib.parent)
 
 
 def link_runner(target: Target, name: str, header: str, library: Path, out: Path) -> None:
@@ -46,7 +48,7 @@ def link_runner(target: Target, name: str, header: str, library: Path, out: Path
         ["-target", target.zig_target, *target.cflags, *target.runner_ldflags, "-fno-sanitize=undefined",
          "-I", str(runtime_dir()), "-I", str(library.parent),
          f"-DES_MODEL={name}_model", f'-DES_MODEL_HEADER="{header}"',
-         str(runtime_dir() / "runner.c"), str(library), "-o", str(out)],
+         str(runtime_dir() / "runner.c"), str(library), "-o", out.name],
         cwd=out.parent,
     )
 
@@ -58,7 +60,7 @@ def link_wasm_reactor(target: Target, name: str, header: str, library: Path, out
         ["-target", target.zig_target, *target.cflags, "-mexec-model=reactor", "-fno-sanitize=undefined",
          "-I", str(runtime_dir()), "-I", str(library.parent),
          f"-DES_MODEL={name}_model", f'-DES_MODEL_HEADER="{header}"',
-         str(runtime_dir() / "wasm_reactor.c"), str(library), "-Wl,--strip-all", "-o", str(out)],
+         str(runtime_dir() / "wasm_reactor.c"), str(library), "-Wl,--strip-all", "-o", out.name],
         cwd=out.parent,
     )
 
@@ -67,6 +69,6 @@ def link_shared(target: Target, inputs: list[Path], out: Path, ldflags: list[str
     """A shared library of `inputs` (objects) for the target's triple, linked against its dynamic libc."""
     _zig(
         "cc",
-        ["-target", target.zig_target, "-shared", "-fPIC", *ldflags, *map(str, inputs), "-o", str(out)],
+        ["-target", target.zig_target, "-shared", "-fPIC", *ldflags, *map(str, inputs), "-o", out.name],
         cwd=out.parent,
     )
