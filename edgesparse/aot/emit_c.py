@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import EdgesparseError
 from .plan import ALIGN, Plan, TensorRef
 
 # DLPack type codes: int 0, uint 1, float 2, bool 6.
@@ -22,6 +23,7 @@ _DL_DTYPES = {
 }
 # The dtypes the generated driver can describe to its kernels; the frontend refuses any other.
 C_DTYPES = frozenset(_DL_DTYPES)
+MAX_KERNEL_ARGS = 64  # ES_MAX_ARGS in kernels/runtime/edgesparse_rt.c
 _KINDS = {"input": "ES_IN", "output": "ES_OUT", "arena": "ES_ARENA", "const": "ES_CONST"}
 
 
@@ -128,6 +130,10 @@ def emit_source(name: str, plan: Plan, input_names: list[str], output_names: lis
     call_args: list[int] = []
     call_rows = []
     for call in plan.calls:
+        if len(call.args) > MAX_KERNEL_ARGS:
+            raise EdgesparseError(
+                f"kernel {call.func} takes {len(call.args)} tensors; the runtime passes at most {MAX_KERNEL_ARGS}"
+            )
         first = len(call_args)
         call_args.extend(tensor_index(a) for a in call.args)
         call_rows.append(f"  {{__tvm_ffi_{call.func}, {first}, {len(call.args)}, {_c_str(call.func)}}},")
@@ -212,7 +218,7 @@ int {n}_run(void* arena, const void* const* inputs, void* const* outputs) {{
   const unsigned char* in[{n}_NUM_INPUTS];
   unsigned char* out[{n}_NUM_OUTPUTS];
   DLTensor t[NUM_TENSORS];
-  DLTensor* args[64];
+  DLTensor* args[{max([len(c.args) for c in plan.calls], default=1)}];
 
   if (!arena || !ES_ALIGNED(arena)) {{
     es_rt_set_error("{name}: arena must be a non-null pointer aligned to {ALIGN} bytes");

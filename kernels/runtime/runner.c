@@ -70,9 +70,10 @@ static double now_ms(void) {
 int main(int argc, char** argv) {
   const es_model* m = &ES_MODEL;
   if (argc < 2) die(2, "usage", "runner info | run INPUTS.. OUTPUTS.. | bench WARMUP RUNS THREADS [INPUTS..]");
-  void* arena = alloc_aligned(m->arena_bytes);
   void* inputs[64];
   void* outputs[64];
+  if (m->num_inputs > 64 || m->num_outputs > 64) die(2, "the runner handles at most 64 inputs and 64 outputs", NULL);
+  void* arena = alloc_aligned(m->arena_bytes);
   for (int i = 0; i < m->num_inputs; ++i) inputs[i] = alloc_aligned(m->inputs[i].bytes);
   for (int i = 0; i < m->num_outputs; ++i) outputs[i] = alloc_aligned(m->outputs[i].bytes);
 
