@@ -49,8 +49,9 @@ def main(ctx, debug):
 @click.option("--min-sparsity", type=click.FloatRange(0, 1), default=None,
               help="Sparsity from which a layer runs sparse in auto mode [default: the target's].")
 @click.option("--quiet", "-q", is_flag=True, help="Do not list the per-layer sparse/dense decisions.")
+@click.option("--no-tune-cache", is_flag=True, help="Ignore the tile parameters `edgesparse tune` stored.")
 def compile_cmd(model, target, out_dir, input_shapes, name, threads, profile, android_api, sparse, min_sparsity,
-                quiet):
+                quiet, no_tune_cache):
     """Compile an ONNX MODEL into an artifact directory."""
     from .compiler import compile as compile_model
 
@@ -58,10 +59,13 @@ def compile_cmd(model, target, out_dir, input_shapes, name, threads, profile, an
     res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads,
                         **({"profile": True} if profile else {}),
                         **({"android_api": android_api} if android_api else {}),
-                        sparse=sparse, min_sparsity=min_sparsity)
+                        sparse=sparse, min_sparsity=min_sparsity, tuned=not no_tune_cache)
     m = res.manifest
     if not quiet:
         _print_sparse_decisions(m["sparsify"])
+    tuned = sum(1 for l in m["layers"] if l.get("tiles"))
+    if tuned and not quiet:
+        click.echo(f"tuned tiles ({tuned} kernel calls) from the tune cache of {m['target']}")
     click.echo(
         f"{m['name']} -> {res.out_dir} ({m['target']}, {len(m['layers'])} kernels, "
         f"arena {m['arena_bytes'] / 1e6:.2f} MB, weights {m['weight_bytes'] / 1e6:.2f} MB, "
@@ -218,6 +222,31 @@ def sweep_cmd(model, target, device, levels, runs, warmup, threads, out_dir):
     if any(r["cv"] > 0.10 for r in res.rows):
         click.echo("warning: large spread (cv > 10%) in some rows; the machine is busy or throttling.")
     click.echo(f"wrote {res.csv_path}, {res.png_path}, {res.json_path}")
+
+
+@main.command("tune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", "-t", default="x86_64", show_default=True)
+@click.option("--device", "-d", default=None, help="A real device (qemu is refused) [default: the target's].")
+@click.option("--runs", default=15, show_default=True, help="Timed runs per candidate and round (median taken).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,..")
+def tune_cmd(model, target, device, runs, input_shapes):
+    """Measure a few tile settings per dense layer shape of MODEL on a device; store the fastest in the
+    tune cache ($EDGESPARSE_CACHE/tune/<target>.json) that `compile` applies."""
+    from .tune import format_tiles, tune
+
+    rep = tune(model, target, device, runs=runs, input_shapes=list(input_shapes), log=lambda m: click.echo(m, err=True))
+    click.echo(f"{rep.target} on {rep.device}: {len(rep.layers)} layer shapes tuned in {rep.seconds:.0f} s")
+    click.echo(f"{'layer shape':64s} {'calls':>5s} {'default ms':>10s} {'best ms':>9s} {'gain':>6s}  best tiles")
+    for l in rep.layers:
+        key = l.key if len(l.key) <= 64 else l.key[:61] + "..."
+        click.echo(f"{key:64s} {l.count:5d} {l.default_ms:10.4f} {l.best_ms:9.4f} {100 * l.gain:5.1f}%  "
+                   f"{format_tiles(l.best_tiles)}")
+    if rep.default_ms:
+        click.echo(f"predicted: tuned layers {rep.default_ms:.3f} -> {rep.best_ms:.3f} ms "
+                   f"({100 * (1 - rep.best_ms / rep.default_ms):.1f}% faster)")
+    if rep.cache:
+        click.echo(f"wrote {rep.cache}")
 
 
 @main.command("prune")

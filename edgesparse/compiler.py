@@ -64,10 +64,79 @@ def _torch_to_onnx(module, example_inputs, tmp: Path) -> Path:
     return export_module(module, example_inputs, tmp / "model.onnx")
 
 
-def _schedule_hook(tgt: Target, threads: int, report: dict):
+def _schedule_hook(tgt: Target, threads: int, report: dict, tiles_for=None, tiles_used: dict | None = None):
     from edgesparse.kernels.schedule import schedule_module
 
-    return lambda mod: schedule_module(mod, tgt, threads=threads, report=report)
+    return lambda mod: schedule_module(mod, tgt, threads=threads, report=report, tiles_for=tiles_for,
+                                       tiles_used=tiles_used)
+
+
+@dataclass
+class _Front:
+    """A model imported and through the graph passes: what kernel lowering starts from."""
+
+    source: str
+    name: str
+    specs: list
+    output_names: list[str]
+    mod: object  # tvm.IRModule
+    sparse_layers: list
+
+
+def _front(model, tgt: Target, tmp_dir: Path, step, *, name=None, input_shapes=None, example_inputs=None,
+           sparse="auto", min_sparsity=None, threads=1) -> _Front:
+    """compile's first two steps: import (ONNX path, torch.nn.Module) and graph passes. A Relax IRModule
+    whose main calls kernels directly (a one-kernel module from `edgesparse tune`) passes through as it is."""
+    import tvm
+
+    if isinstance(model, tvm.IRModule):
+        step("import")
+        step("graph passes")
+        names = [p.name for p in model["main"].params]
+        specs = [onnx_model.TensorSpec(n, tuple(int(d) for d in p.ty.shape.values), str(p.ty.dtype))
+                 for n, p in zip(names, model["main"].params)]
+        return _Front(name or "kernel", name or "kernel", specs, ["output"], model, [])
+    if isinstance(model, (str, os.PathLike)):
+        source = str(model)
+        onnx_path = Path(model)
+    else:
+        if example_inputs is None:
+            raise EdgesparseError("compiling a torch.nn.Module needs example_inputs")
+        source = type(model).__name__
+        onnx_path = _torch_to_onnx(model, example_inputs, tmp_dir)
+    name = name or (Path(source).stem if isinstance(model, (str, os.PathLike)) else source)
+
+    step("import")
+    proto = onnx_model.load_onnx(onnx_path)
+    onnx_model.check_supported_ops(proto, source)
+    specs = onnx_model.pin_input_shapes(proto, _parse_shape_args(input_shapes), source)
+    proto = onnx_model.fold_shape_computations(proto, specs)
+    output_names = [o.name for o in proto.graph.output]
+    mod = onnx_model.import_to_relax(proto, specs, source)
+
+    step("graph passes")
+    mod = optimize_graph(mod)
+    sparse_layers: list = []
+    mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
+                   report=sparse_layers, names=onnx_weight_names(proto))
+    return _Front(source, name, specs, output_names, mod, sparse_layers)
+
+
+def lower_model(model, target: str | Target, *, input_shapes=None, sparse="auto", threads=1):
+    """The model's kernels as the schedule hook receives them (after FuseTIR), unscheduled: what
+    `edgesparse tune` measures. Same import, graph passes and lowering as compile."""
+    tgt = target if isinstance(target, Target) else get_target(target)
+    captured = []
+
+    def capture(mod):
+        captured.append(mod)
+        return mod
+
+    with tempfile.TemporaryDirectory(prefix="edgesparse-lower-") as tmp:
+        front = _front(model, tgt, Path(tmp), lambda _: None, input_shapes=input_shapes, sparse=sparse,
+                       threads=threads)
+        lower_to_kernels(front.mod, tgt.tvm_target(), schedule=capture)
+    return captured[0]
 
 
 def _layer_kind(kernel: str) -> str:
@@ -122,12 +191,17 @@ def compile(
     profile: bool = False,
     sparse: str = "auto",
     min_sparsity: float | None = None,
+    tuned: bool = True,
+    tiles_for=None,
 ) -> CompileResult:
-    """Compile `model` (an ONNX path or a torch.nn.Module) for `target` into `out_dir`.
+    """Compile `model` (an ONNX path or a torch.nn.Module; `edgesparse tune` also passes one-kernel Relax
+    modules) for `target` into `out_dir`.
 
     `threads` is the most threads the artifact will run with: kernels get parallel loops and the arena gets
     per-thread kernel scratch for that many. `profile` compiles the runtime's per-kernel timers in
     (-DES_PROFILE): the runner's bench then also prints per-call times (`edgesparse bench --profile`).
+    `tuned` applies the tile parameters `edgesparse tune` measured for this target ($EDGESPARSE_CACHE/tune/);
+    `tiles_for(layer key) -> dict | None` replaces that lookup (the tuner's candidates).
     """
     t_start = time.perf_counter()
     tgt = target if isinstance(target, Target) else get_target(target)
@@ -142,34 +216,21 @@ def compile(
     tmp_dir.chmod(0o755)
     try:
         with progress.task(f"compile for {tgt.name}", total=6) as step:
-            if isinstance(model, (str, os.PathLike)):
-                source = str(model)
-                onnx_path = Path(model)
-            else:
-                if example_inputs is None:
-                    raise EdgesparseError("compiling a torch.nn.Module needs example_inputs")
-                source = type(model).__name__
-                onnx_path = _torch_to_onnx(model, example_inputs, tmp_dir)
-            name = name or (Path(source).stem if isinstance(model, (str, os.PathLike)) else source)
+            front = _front(model, tgt, tmp_dir, step, name=name, input_shapes=input_shapes,
+                           example_inputs=example_inputs, sparse=sparse, min_sparsity=min_sparsity, threads=threads)
+            source, name, specs, output_names = front.source, front.name, front.specs, front.output_names
+            sparse_layers = front.sparse_layers
             cname = c_identifier(name)
-
-            step("import")
-            proto = onnx_model.load_onnx(onnx_path)
-            onnx_model.check_supported_ops(proto, source)
-            specs = onnx_model.pin_input_shapes(proto, _parse_shape_args(input_shapes), source)
-            proto = onnx_model.fold_shape_computations(proto, specs)
-            output_names = [o.name for o in proto.graph.output]
-            mod = onnx_model.import_to_relax(proto, specs, source)
-
-            step("graph passes")
-            mod = optimize_graph(mod)
-            sparse_layers: list = []
-            mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
-                           report=sparse_layers, names=onnx_weight_names(proto))
 
             step("lower to kernels")
             scheduled: dict = {}
-            mod = lower_to_kernels(mod, tgt.tvm_target(), schedule=_schedule_hook(tgt, threads, scheduled))
+            tiles_used: dict = {}
+            if tiles_for is None and tuned:
+                from .tune import cached_tiles
+
+                tiles_for = cached_tiles(tgt)
+            mod = lower_to_kernels(front.mod, tgt.tvm_target(),
+                                   schedule=_schedule_hook(tgt, threads, scheduled, tiles_for, tiles_used))
             plan = build_plan(mod["main"])
             kmod = kernel_module(mod)
             called = {c.func for c in plan.calls}
@@ -229,7 +290,8 @@ def compile(
             "weight_bytes": plan.weight_bytes,
             "layers": [
                 {"kernel": c.func, "kind": _layer_kind(c.func), "output_shape": list(c.args[-1].shape),
-                 "schedule": scheduled.get(c.func)}
+                 "schedule": scheduled.get(c.func),
+                 **({"tiles": tiles_used[c.func]} if c.func in tiles_used else {})}
                 for c in plan.calls
             ],
             "files": {

@@ -59,6 +59,7 @@ def choose_tile(target, n_out: int, pixels: int, row: int | None = None, in_plac
     for pointwise). in_place: a pointwise stride-1 layer, read without a pack when tiles are whole.
     mr divides the channel count, except for the preferred mr on the in-place path, where a channel tail
     (an unrolled, predicated block) measured faster than a smaller tile (6x2 vs 4x2: -12% on AVX2).
+    conv_exact (set by `edgesparse tune` with a measured conv_mr x conv_nv) skips the cost model.
     """
     lanes = target.vector_lanes_f32
     budget = int(target.tiles.get("conv_acc_regs", 12))
@@ -74,6 +75,8 @@ def choose_tile(target, n_out: int, pixels: int, row: int | None = None, in_plac
     candidates = [(channels(mr0), nv0)] + [(channels(min(12, budget // nv)), nv) for nv in (1, 2, 3, 4)]
     if in_place and pixels % (nv0 * lanes) == 0 and n_out > mr0:
         candidates.insert(0, (mr0, nv0))
+    if target.tiles.get("conv_exact"):  # a measured tile (edgesparse tune) overrules the cost model
+        return candidates[0]
     best, best_score = candidates[0], -1.0
     for mr, nv in candidates:
         nr = nv * lanes

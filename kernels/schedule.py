@@ -8,7 +8,9 @@ from the target (vector lanes, tile sizes) comes from the target descriptor, nev
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Callable
 
 import tvm
 
@@ -58,11 +60,33 @@ def schedule_func(func, target, rules=None):
     return func, None
 
 
-def schedule_module(mod: tvm.IRModule, target, threads: int = 1, report: dict | None = None) -> tvm.IRModule:
+def layer_key(rule: str, func) -> str:
+    """What identifies a kernel's layer shape to the tuning cache, independent of the model it came from:
+    the rule that schedules it and the shapes of its buffers, e.g. `conv2d 1x32x112x112,64x32x1x1,1x64x1x1,1x64x112x112`."""
+    shapes = []
+    for buf in func.params:  # TVM 0.27: a PrimFunc's parameters are its buffers
+        dtype = "" if str(buf.dtype) == "float32" else f":{buf.dtype}"
+        shapes.append(("x".join(str(int(d)) for d in buf.shape) or "()") + dtype)
+    return f"{rule} {','.join(shapes)}"
+
+
+def with_tiles(target, override: dict | None):
+    """target with its [tiles] updated by override: what a rule sees for one tuned kernel."""
+    if not override:
+        return target
+    return dataclasses.replace(target, tiles={**target.tiles, **override})
+
+
+def schedule_module(mod: tvm.IRModule, target, threads: int = 1, report: dict | None = None,
+                    tiles_for: Callable[[str], dict | None] | None = None,
+                    tiles_used: dict | None = None) -> tvm.IRModule:
     """Return mod with every PrimFunc that a rule recognises replaced by its scheduled version; others unchanged.
 
     target is an edgesparse.targets.Target. threads > 1 puts a parallel loop on the outer tile axis (the C
     runtime provides __TVMBackendParallelLaunch). report, when given, receives {function name: rule name or None}.
+    tiles_for(layer_key(rule, func)) may return tile parameters that override the target's for that kernel
+    (the tuning cache); the rule then runs again with them, and the default schedule stays if it declines.
+    tiles_used, when given, receives {function name: override} for the kernels scheduled with an override.
     """
     rules = default_rules(threads)
     out = mod.clone()  # the caller's module is left as it was
@@ -70,6 +94,15 @@ def schedule_module(mod: tvm.IRModule, target, threads: int = 1, report: dict | 
         if not isinstance(func, tvm.tirx.PrimFunc):
             continue
         new, rule = schedule_func(func, target, rules)
+        override = tiles_for(layer_key(rule, func)) if tiles_for is not None and rule is not None else None
+        if override:
+            tuned = next(r for r in rules if r.name == rule).apply(func, with_tiles(target, override))
+            if tuned is not None:
+                new = tuned
+                if tiles_used is not None:
+                    tiles_used[gv.name_hint] = dict(override)
+            else:
+                log.warning("tuned tiles %s declined for %s; default schedule kept", override, gv.name_hint)
         if report is not None:
             report[gv.name_hint] = rule
         if rule is not None:
