@@ -27,7 +27,6 @@ import time
 from dataclasses import replace
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import tvm
 from onnx import TensorProto, helper, numpy_helper

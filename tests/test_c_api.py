@@ -14,7 +14,6 @@ import numpy as np
 from edgesparse.compiler import load_manifest
 from edgesparse.harness.verify import onnxruntime_outputs
 from edgesparse.targets import get_target
-from edgesparse.toolchain.zig import runtime_dir
 
 APP = r"""
 #include <pthread.h>

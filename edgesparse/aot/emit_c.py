@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import EdgesparseError
 from .plan import ALIGN, Plan, TensorRef
 
@@ -295,4 +293,4 @@ def plan_staging(plan: Plan) -> None:
     plan.staging_bytes = top
 
 
-__all__ = ["C_DTYPES", "emit_header", "emit_source", "write_weights", "plan_staging", "c_identifier", "np"]
+__all__ = ["C_DTYPES", "emit_header", "emit_source", "write_weights", "plan_staging", "c_identifier"]

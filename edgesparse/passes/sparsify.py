@@ -33,7 +33,6 @@ from edgesparse.errors import EdgesparseError
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
-    epilogue_name,
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_chunk_for,
