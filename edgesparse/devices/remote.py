@@ -74,10 +74,39 @@ def remote_run_line(remote_dir: str, runner: str, args: list[str], timeout: floa
 
 
 class RemoteDevice(Device):
-    """A device whose runner executes elsewhere: subclasses say how to reach it (`plan`)."""
+    """A device whose runner executes elsewhere. One plan for every transport: connect and check the CPU, make a
+    fresh folder under `remote_root`, push the runner and inputs, run, pull the outputs, remove the folder;
+    subclasses say how to run a shell line there and how to move a file each way."""
+
+    remote_root = "/tmp"
+    mkdir = "mkdir"
+
+    def shell(self, line: str) -> list[str]:
+        raise NotImplementedError
+
+    def push(self, host: str, remote: str) -> list[str]:
+        raise NotImplementedError
+
+    def pull(self, remote: str, host: str) -> list[str]:
+        raise NotImplementedError
 
     def plan(self, artifact: Path, manifest: dict, args: list[str], timeout: float) -> Plan:
-        raise NotImplementedError
+        rdir = f"{self.remote_root}/edgesparse-{uuid.uuid4().hex[:12]}"
+        runner = artifact / manifest["files"]["runner"]
+        remote_args, pushes, pulls = split_file_args(args, rdir)
+        q = shlex.quote
+        steps = [
+            Step("connect", self.shell("uname -m"), 30, self.check_arch(manifest)),
+            Step("make the device directory", self.shell(f"{self.mkdir} {q(rdir)}"), 30),
+            Step("copy to device", self.push(str(runner), f"{rdir}/runner"), STEP_TIMEOUT_S),
+        ]
+        for host, remote in pushes:
+            steps.append(Step("copy to device", self.push(host, remote), STEP_TIMEOUT_S))
+        steps.append(Step("run", self.shell(remote_run_line(rdir, "runner", remote_args, timeout)), timeout))
+        for remote, host in pulls:
+            steps.append(Step("copy from device", self.pull(remote, host), STEP_TIMEOUT_S))
+        cleanup = [Step("clean up", self.shell(f"rm -rf {q(rdir)}"), 30)]
+        return Plan(steps, cleanup, rdir, remote_args, pulls)
 
     def command(self, artifact: Path, manifest: dict, args: list[str]) -> list[str]:
         return next(s.cmd for s in self.plan(artifact, manifest, args, DEFAULT_TIMEOUT_S).steps if s.what == "run")
@@ -159,6 +188,7 @@ class SshDevice(RemoteDevice):
 
     name = "ssh"
     targets = ("arm64", "x86_64")
+    mkdir = "mkdir -m 700"
 
     def __init__(self, arg: str | None = None):
         super().__init__(arg)
@@ -181,29 +211,17 @@ class SshDevice(RemoteDevice):
         return user + ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5",
                        "-o", "ServerAliveCountMax=3", "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
 
-    def _ssh(self, line: str) -> list[str]:
+    def shell(self, line: str) -> list[str]:
         return ["ssh", "-p", self.port, *self._options(), self.dest, line]
 
     def _scp(self) -> list[str]:
         return ["scp", "-q", "-p", "-P", self.port, *self._options()]
 
-    def plan(self, artifact: Path, manifest: dict, args: list[str], timeout: float) -> Plan:
-        rdir = f"/tmp/edgesparse-{uuid.uuid4().hex[:12]}"
-        runner = artifact / manifest["files"]["runner"]
-        remote_args, pushes, pulls = split_file_args(args, rdir)
-        q = shlex.quote
-        steps = [
-            Step("connect", self._ssh("uname -m"), 30, self.check_arch(manifest)),
-            Step("make the device directory", self._ssh(f"mkdir -m 700 {q(rdir)}"), 30),
-            Step("copy to device", [*self._scp(), str(runner), f"{self.dest}:{rdir}/runner"], STEP_TIMEOUT_S),
-        ]
-        for host, remote in pushes:
-            steps.append(Step("copy to device", [*self._scp(), host, f"{self.dest}:{remote}"], STEP_TIMEOUT_S))
-        steps.append(Step("run", self._ssh(remote_run_line(rdir, "runner", remote_args, timeout)), timeout))
-        for remote, host in pulls:
-            steps.append(Step("copy from device", [*self._scp(), f"{self.dest}:{remote}", host], STEP_TIMEOUT_S))
-        cleanup = [Step("clean up", self._ssh(f"rm -rf {q(rdir)}"), 30)]
-        return Plan(steps, cleanup, rdir, remote_args, pulls)
+    def push(self, host: str, remote: str) -> list[str]:
+        return [*self._scp(), host, f"{self.dest}:{remote}"]
+
+    def pull(self, remote: str, host: str) -> list[str]:
+        return [*self._scp(), f"{self.dest}:{remote}", host]
 
     def transport_error(self, proc) -> str:
         detail = super().transport_error(proc)
@@ -241,23 +259,14 @@ class AdbDevice(RemoteDevice):
         if not self.arg and len(attached) > 1:
             raise EdgesparseError(f"device 'adb': {len(attached)} devices attached; pick one: --device adb:SERIAL")
 
-    def plan(self, artifact: Path, manifest: dict, args: list[str], timeout: float) -> Plan:
-        rdir = f"{self.remote_root}/edgesparse-{uuid.uuid4().hex[:12]}"
-        runner = artifact / manifest["files"]["runner"]
-        remote_args, pushes, pulls = split_file_args(args, rdir)
-        q = shlex.quote
-        steps = [
-            Step("connect", self._adb("shell", "uname -m"), 30, self.check_arch(manifest)),
-            Step("make the device directory", self._adb("shell", f"mkdir {q(rdir)}"), 30),
-            Step("copy to device", self._adb("push", str(runner), f"{rdir}/runner"), STEP_TIMEOUT_S),
-        ]
-        for host, remote in pushes:
-            steps.append(Step("copy to device", self._adb("push", host, remote), STEP_TIMEOUT_S))
-        steps.append(Step("run", self._adb("shell", remote_run_line(rdir, "runner", remote_args, timeout)), timeout))
-        for remote, host in pulls:
-            steps.append(Step("copy from device", self._adb("pull", remote, host), STEP_TIMEOUT_S))
-        cleanup = [Step("clean up", self._adb("shell", f"rm -rf {q(rdir)}"), 30)]
-        return Plan(steps, cleanup, rdir, remote_args, pulls)
+    def shell(self, line: str) -> list[str]:
+        return self._adb("shell", line)
+
+    def push(self, host: str, remote: str) -> list[str]:
+        return self._adb("push", host, remote)
+
+    def pull(self, remote: str, host: str) -> list[str]:
+        return self._adb("pull", remote, host)
 
     def install_hint(self) -> str:
         return "apt-get install -y adb (Android platform tools)"
