@@ -32,7 +32,16 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
-from edgesparse.kernels.spmm import SpmmKernelSpec, make_spmm_kernel, pack_spmm_weights, spmm_mr_for
+from edgesparse.kernels.spmm import (
+    SpmmKernelSpec,
+    choose_block,
+    fit_tile,
+    make_spmm_kernel,
+    pack_spmm_weights,
+    spmm_chunk_for,
+    spmm_mr_for,
+    spmm_pack_tile_for,
+)
 from edgesparse.prune import magnitude_prune
 from edgesparse.targets import get_target
 
@@ -164,9 +173,14 @@ def main(argv=None):
             want = np.clip(w @ x.reshape(cin, npix) + b[:, None], *RELU6).reshape(1, cout, side, side)
             want = want.astype(np.float32)
 
-            packed = pack_spmm_weights(w, b)
-            mr = spmm_mr_for(desc, packed.block)
-            spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape)
+            block = choose_block(w)
+            mr = spmm_mr_for(desc, block)
+            pack_tile = spmm_pack_tile_for(desc, npix)
+            # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
+            packed = pack_spmm_weights(w, b, block=block, stride=fit_tile(mr, npix) if pack_tile else npix,
+                                       chunk=spmm_chunk_for(desc, min(mr, npix), cin), chunk_local=pack_tile)
+            spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
+                                             lanes=desc.vector_lanes_f32, pack_tile=pack_tile)
             ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
             kern = ex.mod[spec.variant]
             targs = [tvm.runtime.tensor(a, dev) for a in

@@ -14,6 +14,7 @@ import tvm
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
+    fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_mr_for,
@@ -39,10 +40,20 @@ def reference(w, bias, x, clamp):
     return y.astype(np.float32)
 
 
-def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=2):
-    packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk)
+# How a kernel finds a nonzero's activations: plain channel numbers (x H*W in the loop), element offsets into the
+# CHW input, or chunk-local offsets into the aligned scratch tile the kernel copies (descriptor spmm_pack_tile).
+LAYOUTS = ["channels", "offsets", "packed"]
+
+
+def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=2,
+                  layout="channels"):
     cin, npix = x.shape
-    spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll)
+    tile = fit_tile(mr, npix)
+    stride = {"channels": 1, "offsets": npix, "packed": tile}[layout]
+    packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
+                               chunk_local=layout == "packed")
+    spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
+                                     lanes=HOST.vector_lanes_f32, pack_tile=layout == "packed")
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=HOST.tvm_target())
     dev = tvm.cpu()
@@ -62,13 +73,15 @@ def check(w, bias, x, **kw):
 # --- packing -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("offsets", [(1, None, False), (49, None, False), (64, 16, True), (3, 10, False)])
 @pytest.mark.parametrize("block", [1, 2, 4])
 @pytest.mark.parametrize("cout", [1, 3, 8, 13])
-def test_pack_roundtrip(block, cout):
+def test_pack_roundtrip(block, cout, offsets):
+    stride, chunk, chunk_local = offsets
     rng = np.random.default_rng(cout * 10 + block)
     w = random_sparse(rng, cout, 37, 0.8)
     bias = rng.standard_normal(cout).astype(np.float32)
-    p = pack_spmm_weights(w, bias, block=block)
+    p = pack_spmm_weights(w, bias, block=block, stride=stride, chunk=chunk, chunk_local=chunk_local)
     w2, b2 = unpack_spmm_weights(p)
     np.testing.assert_array_equal(w2, w)
     np.testing.assert_array_equal(b2, bias)
@@ -84,6 +97,14 @@ def test_pack_index_dtype():
     wide = np.zeros((2, 40000), np.float32)
     wide[0, 39999] = 1.0
     assert pack_spmm_weights(wide).index_dtype == "int32"
+    # offsets: the largest is (Cin - 1) * stride, or (chunk - 1) * stride when chunk-local
+    w = random_sparse(rng, 4, 512, 0.5)
+    assert pack_spmm_weights(w, stride=64).index_dtype == "int16"  # 511 * 64 = 32704
+    assert pack_spmm_weights(w, stride=65).index_dtype == "int32"
+    w = random_sparse(rng, 4, 1024, 0.5)
+    assert pack_spmm_weights(w, stride=196).index_dtype == "int32"
+    assert pack_spmm_weights(w, stride=64, chunk=256, chunk_local=True).index_dtype == "int16"
+    assert pack_spmm_weights(w, stride=64, chunk=1024, chunk_local=True).index_dtype == "int32"
 
 
 def test_choose_block_by_fill_ratio():
@@ -99,16 +120,17 @@ def test_choose_block_by_fill_ratio():
 # --- kernels on the host ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("block", [1, 2, 4])
 @pytest.mark.parametrize("npix", [1, MR - 1, MR, MR + 1, 3 * MR + 5])
 @pytest.mark.parametrize("cout", [4, 7])
-def test_block_and_remainder_shapes(block, npix, cout):
+def test_block_and_remainder_shapes(block, npix, cout, layout):
     rng = np.random.default_rng(block * 1000 + npix * 10 + cout)
     cin = 19
     w = random_sparse(rng, cout, cin, 0.7)
     bias = rng.standard_normal(cout).astype(np.float32)
     x = rng.standard_normal((cin, npix)).astype(np.float32)
-    check(w, bias, x, block=block, mr=spmm_mr_for(HOST, block), clamp=(0.0, math.inf))
+    check(w, bias, x, block=block, mr=spmm_mr_for(HOST, block), clamp=(0.0, math.inf), layout=layout)
 
 
 @pytest.mark.parametrize("epilogue", list(CLAMPS))
@@ -133,8 +155,9 @@ def test_one_nonzero(block):
     assert packed.columns == 1
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("block", [1, 2, 4])
-def test_all_zero_rows_and_blocks(block):
+def test_all_zero_rows_and_blocks(block, layout):
     rng = np.random.default_rng(4)
     w = random_sparse(rng, 14, 20, 0.5)
     w[0:4] = 0.0  # a whole 4-block (and 2-blocks, rows) empty
@@ -142,7 +165,7 @@ def test_all_zero_rows_and_blocks(block):
     w[13] = 0.0  # a remainder row empty
     bias = rng.standard_normal(14).astype(np.float32)
     x = rng.standard_normal((20, 37)).astype(np.float32)
-    packed, _ = check(w, bias, x, block=block, mr=8, clamp=(0.0, 6.0))
+    packed, _ = check(w, bias, x, block=block, mr=8, clamp=(0.0, 6.0), layout=layout)
     assert (packed.nonzeros_per_block == 0).any()
 
 
@@ -154,14 +177,15 @@ def test_all_zero_matrix():
     check(w, bias, x, block=1, mr=MR)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("index_dtype", ["int16", "int32"])
 @pytest.mark.parametrize("block", [1, 4])
-def test_index_dtypes(index_dtype, block):
+def test_index_dtypes(index_dtype, block, layout):
     rng = np.random.default_rng(6)
     w = random_sparse(rng, 16, 300, 0.9)
     bias = rng.standard_normal(16).astype(np.float32)
     x = rng.standard_normal((300, 70)).astype(np.float32)
-    packed, _ = check(w, bias, x, block=block, mr=MR, index_dtype=index_dtype)
+    packed, _ = check(w, bias, x, block=block, mr=MR, index_dtype=index_dtype, layout=layout)
     assert packed.index_dtype == index_dtype
 
 
@@ -184,20 +208,33 @@ def test_fully_connected_single_pixel():
     check(w, bias, x, block=choose_block(w), mr=MR)
 
 
-def test_threads_parallel_tiles():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_threads_parallel_tiles(layout):
     rng = np.random.default_rng(10)
     w = random_sparse(rng, 24, 32, 0.8)
     bias = rng.standard_normal(24).astype(np.float32)
     x = rng.standard_normal((32, 5 * MR + 3)).astype(np.float32)
-    check(w, bias, x, block=2, mr=MR, threads=2, clamp=(0.0, math.inf))
+    check(w, bias, x, block=2, mr=MR, threads=2, clamp=(0.0, math.inf), layout=layout)
 
 
-def test_layer_shape_256x256x784():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layer_shape_256x256x784(layout):
     rng = np.random.default_rng(11)
     w = random_sparse(rng, 256, 256, 0.9)
     bias = rng.standard_normal(256).astype(np.float32)
     x = rng.standard_normal((256, 784)).astype(np.float32)
-    check(w, bias, x, block=1, mr=MR, clamp=(0.0, 6.0))
+    check(w, bias, x, block=1, mr=MR, clamp=(0.0, 6.0), layout=layout)
+
+
+@pytest.mark.parametrize("side", [7, 14])
+def test_packed_tile_misaligned_rows(side):
+    """MobileNet's 7x7 and 14x14 layers: CHW rows off 64-byte boundaries, copied into the aligned tile."""
+    rng = np.random.default_rng(side)
+    w = random_sparse(rng, 40, 96, 0.9)
+    bias = rng.standard_normal(40).astype(np.float32)
+    x = rng.standard_normal((96, side * side)).astype(np.float32)
+    for chunk in (None, 32):
+        check(w, bias, x, block=1, mr=64, clamp=(0.0, 6.0), layout="packed", chunk=chunk)
 
 
 # --- cross targets ------------------------------------------------------------------------------------------
@@ -251,15 +288,16 @@ def test_x86_inner_loop_has_no_stores(tmp_path):
 
 
 @pytest.mark.parametrize("block", [1, 2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("chunk", [16, 48, 100])
-def test_input_channel_chunks(block, chunk):
+def test_input_channel_chunks(block, chunk, layout):
     """Chunked packing (segment_ptr per block and input-channel chunk) gives the same result."""
     rng = np.random.default_rng(13 + chunk)
     w = random_sparse(rng, 11, 100, 0.8)
     w[:, 16:48] = 0.0  # a chunk with no nonzeros in any row
     bias = rng.standard_normal(11).astype(np.float32)
     x = rng.standard_normal((100, MR + 3)).astype(np.float32)
-    packed, spec = check(w, bias, x, block=block, mr=MR, clamp=(0.0, 6.0), chunk=chunk)
+    packed, spec = check(w, bias, x, block=block, mr=MR, clamp=(0.0, 6.0), chunk=chunk, layout=layout)
     assert packed.n_chunks == -(-100 // chunk) and spec.n_chunks == packed.n_chunks
     assert packed.segment_ptr.size == packed.n_blocks * packed.n_chunks + 1
     w2, b2 = unpack_spmm_weights(packed)

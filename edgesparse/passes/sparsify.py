@@ -33,10 +33,12 @@ from edgesparse.errors import EdgesparseError
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
+    fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_chunk_for,
     spmm_mr_for,
+    spmm_pack_tile_for,
 )
 
 MODES = ("auto", "on", "off")
@@ -365,11 +367,16 @@ class _SparsifyMutator(PyExprMutator):
         d = layer.decision
         mr = spmm_mr_for(self.target, d.block)
         chunk = spmm_chunk_for(self.target, min(mr, d.pixels), layer.w.shape[1])
-        packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk)
+        pack_tile = spmm_pack_tile_for(self.target, d.pixels)
+        # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
+        stride = fit_tile(mr, d.pixels) if pack_tile else d.pixels
+        packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk, stride=stride,
+                                   chunk_local=pack_tile)
         x = self.visit_expr(layer.x)
         in_shape = _static_shape(layer.x)
         out_shape = _static_shape(binding.var)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
+                                         lanes=self.target.vector_lanes_f32, pack_tile=pack_tile,
                                          in_shape=in_shape, out_shape=out_shape)
         prim = make_spmm_kernel(spec).without_attr("global_symbol")
         gvar = self.builder_.add_func(prim, spec.variant)

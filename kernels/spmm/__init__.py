@@ -4,18 +4,20 @@
 parameters for a target from its descriptor.
 """
 
-from .config import spmm_chunk_for, spmm_mr_for
+from .config import spmm_chunk_for, spmm_mr_for, spmm_pack_tile_for
 from .pack import PackedSpmm, choose_block, pack_spmm_weights, unpack_spmm_weights
-from .template import SpmmKernelSpec, epilogue_name, make_spmm_kernel
+from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel
 
 __all__ = [
     "PackedSpmm",
     "SpmmKernelSpec",
     "choose_block",
     "epilogue_name",
+    "fit_tile",
     "make_spmm_kernel",
     "pack_spmm_weights",
     "spmm_chunk_for",
     "spmm_mr_for",
+    "spmm_pack_tile_for",
     "unpack_spmm_weights",
 ]

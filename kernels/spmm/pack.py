@@ -11,12 +11,16 @@ Layout (one layer, `block` output channels per block, chosen by `choose_block`):
   ``nonzeros_per_block = diff(block_ptr)``. The kernel walks output blocks inside a pixel tile, so it needs where
   each block's nonzeros start without a running sum (a loop-carried scalar would be a TIR local buffer, which
   wasm turns into a workspace call).
-* ``channel_index`` (int16 when ``Cin <= 32767``, else int32): per nonzero column, the input-channel index.
+* ``channel_index``: per nonzero column, the activation offset of its input channel, ``channel * stride``
+  elements. ``stride`` is the layer's H*W when packed for a kernel (the inner loop then adds the offset to the
+  tile's base address: no multiply, no index arithmetic) or 1 (plain channel numbers, for tools and tests).
+  int16 when the largest offset fits, else int32: as compact as the range allows.
 
-Why channel indices rather than XNNPACK's byte deltas: TIR has no pointer that a loop can bump; a delta would
-have to be summed into a loop-carried variable (again a local buffer), while ``index * H*W`` is one integer
-multiply per nonzero that folds into the load's address. Indices also range over ``Cin`` only, so int16 fits
-every real layer, where byte deltas of ``Cin * H*W * 4`` would need int32 on all but the smallest layers.
+Why element offsets rather than XNNPACK's byte deltas: TIR has no pointer that a loop can bump; a delta would
+have to be summed into a loop-carried variable (a local buffer, which wasm turns into a workspace call), while
+an absolute offset is one sign-extending load folded into the activation load's address. (On the x86 host the
+multiply that plain channel numbers need was not measurable: 512x512x196 at 90%, 0.145 vs 0.144 ms; the kernel
+is bound by its activation loads. Chunk-local offsets into a packed tile keep int16 for every MobileNet layer.)
 
 Remainder: when ``Cout % block != 0`` the last ``Cout % block`` output channels are packed as blocks of one,
 after the full blocks, in the same arrays.
@@ -40,9 +44,11 @@ class PackedSpmm:
     cin: int
     block: int
     chunk: int  # input channels per chunk (cin: one chunk)
+    stride: int  # elements per input channel folded into channel_index (1: plain channel numbers)
+    chunk_local: bool  # offsets count from the first channel of their chunk (a kernel's packed chunk tile)
     values: np.ndarray  # float32 [n_blocks_full*block*(1+nz) + remainder (1+nz)]
     segment_ptr: np.ndarray  # int32 [n_blocks * n_chunks + 1]
-    channel_index: np.ndarray  # int16 or int32 [max(nnz_columns, 1)] (one padding entry when empty)
+    channel_index: np.ndarray  # int16 or int32 [max(nnz_columns, 1)]: channel * stride (one pad entry if empty)
     nonzeros: int  # nonzero weights of the original dense matrix
 
     @property
@@ -115,8 +121,9 @@ def choose_block(w: np.ndarray, threshold: float = FILL_THRESHOLD) -> int:
     return 1
 
 
-def index_dtype_for(cin: int) -> str:
-    return "int16" if cin <= np.iinfo(np.int16).max + 1 else "int32"
+def index_dtype_for(cin: int, stride: int = 1) -> str:
+    """The narrowest of int16/int32 holding the largest offset ``(cin - 1) * stride``."""
+    return "int16" if (cin - 1) * stride <= np.iinfo(np.int16).max else "int32"
 
 
 def pack_spmm_weights(
@@ -126,11 +133,15 @@ def pack_spmm_weights(
     block: int | None = None,
     index_dtype: str | None = None,
     chunk: int | None = None,
+    stride: int = 1,
+    chunk_local: bool = False,
 ) -> PackedSpmm:
     """Pack dense ``w[Cout, Cin]`` (and ``bias[Cout]``, zeros if None) into a :class:`PackedSpmm`.
 
     ``block`` defaults to :func:`choose_block`; ``index_dtype`` to the narrowest of int16/int32 that holds
-    ``Cin - 1``; ``chunk`` (input channels per chunk) to ``Cin``."""
+    ``(Cin - 1) * stride``; ``chunk`` (input channels per chunk) to ``Cin``; ``stride`` (elements per input
+    channel, H*W for a kernel) to 1. ``chunk_local``: offsets count from the chunk's first channel (for kernels
+    that copy each chunk of a pixel tile into a scratch tile of ``stride``-float rows)."""
     w = np.asarray(w, dtype=np.float32)
     assert w.ndim == 2, w.shape
     cout, cin = w.shape
@@ -138,12 +149,13 @@ def pack_spmm_weights(
     if block is None:
         block = choose_block(w)
     assert block in BLOCK_SIZES, block
-    if index_dtype is None:
-        index_dtype = index_dtype_for(cin)
-    assert index_dtype in ("int16", "int32"), index_dtype
-    assert cin - 1 <= np.iinfo(index_dtype).max, (cin, index_dtype)
-
     chunk = cin if chunk is None else max(1, min(int(chunk), cin))
+    span = chunk if chunk_local else cin  # offsets range over one chunk's channels or all of them
+    if index_dtype is None:
+        index_dtype = index_dtype_for(span, stride)
+    assert index_dtype in ("int16", "int32") and stride >= 1, (index_dtype, stride)
+    assert (span - 1) * stride <= np.iinfo(index_dtype).max, (span, stride, index_dtype)
+
     n_chunks = -(-cin // chunk)
     bounds = np.arange(1, n_chunks + 1) * chunk  # channel where each chunk ends
     nfull = cout // block
@@ -155,12 +167,13 @@ def pack_spmm_weights(
         block_w = rows[:, cols].T  # [ncols, size]
         values.append(bias[row0 : row0 + size])
         values.append(block_w.reshape(-1))  # column-major within the block: size weights per column
-        index.append(cols)
+        index.append(cols - (cols // chunk) * chunk if chunk_local else cols)
         ends = np.searchsorted(cols, bounds, side="left")
         base = ptr[-1]
         ptr.extend(int(base + e) for e in ends)
     assert len(ptr) == len(groups) * n_chunks + 1
-    channel_index = np.concatenate(index).astype(index_dtype) if ptr[-1] else np.zeros(0, index_dtype)
+    channel_index = (np.concatenate(index).astype(np.int64) * stride).astype(index_dtype) if ptr[-1] \
+        else np.zeros(0, index_dtype)
     if channel_index.size == 0:
         channel_index = np.zeros(1, index_dtype)  # TIR buffers need one element; never read
     return PackedSpmm(
@@ -168,6 +181,8 @@ def pack_spmm_weights(
         cin=cin,
         block=block,
         chunk=chunk,
+        stride=int(stride),
+        chunk_local=bool(chunk_local),
         values=np.concatenate(values).astype(np.float32),
         segment_ptr=np.asarray(ptr, np.int32),
         channel_index=channel_index,
@@ -188,7 +203,9 @@ def unpack_spmm_weights(p: PackedSpmm) -> tuple[np.ndarray, np.ndarray]:
         at += size
         lo, hi = p.block_ptr[g], p.block_ptr[g + 1]
         for k in range(lo, hi):
-            w[row0 : row0 + size, int(p.channel_index[k])] = p.values[at : at + size]
+            c = int(np.searchsorted(p.segment_ptr[g * p.n_chunks : (g + 1) * p.n_chunks + 1], k, side="right")) - 1
+            base = c * p.chunk if p.chunk_local else 0
+            w[row0 : row0 + size, base + int(p.channel_index[k]) // p.stride] = p.values[at : at + size]
             at += size
     assert at == p.values.size
     return w, bias
