@@ -35,9 +35,10 @@ from tvm import relax
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
-    fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
+    packed_tile_stride,
+    spmm_acc_registers_for,
     spmm_chunk_for,
     spmm_mr_for,
     spmm_pack_tile_for,
@@ -177,10 +178,12 @@ def main(argv=None):
             mr = spmm_mr_for(desc, block)
             pack_tile = spmm_pack_tile_for(desc, npix)
             # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
-            packed = pack_spmm_weights(w, b, block=block, stride=fit_tile(mr, npix) if pack_tile else npix,
+            lanes, acc = desc.vector_lanes_f32, spmm_acc_registers_for(desc)
+            stride = packed_tile_stride(npix, mr, lanes, block, acc, 1) if pack_tile else npix
+            packed = pack_spmm_weights(w, b, block=block, stride=stride,
                                        chunk=spmm_chunk_for(desc, min(mr, npix), cin), chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
-                                             lanes=desc.vector_lanes_f32, pack_tile=pack_tile)
+                                             lanes=lanes, acc_registers=acc, pack_tile=pack_tile)
             ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
             kern = ex.mod[spec.variant]
             targs = [tvm.runtime.tensor(a, dev) for a in

@@ -14,7 +14,8 @@ import tvm
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
-    fit_tile,
+    packed_tile_stride,
+    spmm_acc_registers_for,
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_mr_for,
@@ -48,12 +49,13 @@ LAYOUTS = ["channels", "offsets", "packed"]
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=2,
                   layout="channels"):
     cin, npix = x.shape
-    tile = fit_tile(mr, npix)
+    lanes, acc = HOST.vector_lanes_f32, spmm_acc_registers_for(HOST)
+    tile = packed_tile_stride(npix, mr, lanes, block, acc, threads)
     stride = {"channels": 1, "offsets": npix, "packed": tile}[layout]
     packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
                                chunk_local=layout == "packed")
     spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
-                                     lanes=HOST.vector_lanes_f32, pack_tile=layout == "packed")
+                                     lanes=lanes, acc_registers=acc, pack_tile=layout == "packed")
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=HOST.tvm_target())
     dev = tvm.cpu()
@@ -447,3 +449,22 @@ def test_wasm32_kernel_runs_in_node(block, tmp_path):
     (tmp_path / "run.mjs").write_text(NODE_WASI)
     out = subprocess.run(["node", str(tmp_path / "run.mjs"), str(exe)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_tile_plan_joins_remainder_when_accumulators_fit():
+    from edgesparse.kernels.spmm import plan_tiles
+    from edgesparse.kernels.spmm.template import tile_pieces
+
+    assert tile_pieces(68, 16) == [(0, 4, 16), (64, 1, 4)]
+    assert tile_pieces(49, 16) == [(0, 3, 16), (48, 1, 1)]
+    assert tile_pieces(7, 16) == [(0, 1, 4), (4, 1, 2), (6, 1, 1)]
+    assert tile_pieces(32, 8) == [(0, 4, 8)]
+    # AVX-512, MR 64, 16 accumulator registers: 14x14 -> 64 + 64 + 68 (three passes), 7x7 -> one pass of 49
+    p = plan_tiles(196, 64, 16, 1, 16, threads=1)
+    assert (p.mr, p.n_uniform, p.extra, p.row_stride(16)) == (64, 2, ((128, 68),), 80)
+    assert plan_tiles(49, 64, 16, 1, 16, threads=1).extra == ((0, 49),)
+    # blocks of 4 rows: 4 x 5 accumulators exceed 16 -> the remainder is a tile of its own
+    assert plan_tiles(196, 64, 16, 4, 16, threads=1).extra == ((192, 4),)
+    # threads: the remainder never lengthens a task of the parallel loop
+    assert plan_tiles(196, 64, 16, 1, 16, threads=2).extra == ((192, 4),)
+    assert plan_tiles(3136, 64, 16, 1, 16, threads=1).extra == ()

@@ -22,11 +22,15 @@ DEFAULT_MR = 32
 DEFAULT_ACC_REGISTERS = 8
 
 
+def spmm_acc_registers_for(target) -> int:
+    return int(target.tiles.get("spmm_acc_registers", DEFAULT_ACC_REGISTERS))
+
+
 def spmm_mr_for(target, block: int = 1) -> int:
     """Pixels per tile (MR) for blocks of ``block`` output channels on ``target`` (an ``edgesparse.targets.Target``)."""
     lanes = target.vector_lanes_f32
     mr = int(target.tiles.get("spmm_mr", DEFAULT_MR))
-    budget = int(target.tiles.get("spmm_acc_registers", DEFAULT_ACC_REGISTERS))
+    budget = spmm_acc_registers_for(target)
     cap = max(lanes, (budget * lanes) // block)
     return max(1, min(mr, cap))
 

@@ -11,7 +11,14 @@ Loop order (ground-truth.md, "naive CSR kernel"): pixel tiles outside, output bl
 block the accumulator tile lives in the output rows ``Y[block rows, tile]``: the function is marked
 ``tirx.noalias`` so LLVM keeps those ``block x MR`` values in registers across the nonzero loop (checked on the
 objects: no stores inside the loop) and no local buffer - hence no ``__TVMBackendAllocWorkspace`` on wasm - is
-needed. ``H*W % MR`` remainder pixels form narrower tiles of the same code, powers of two, widest first.
+needed.
+
+A tile is walked in one pass over the nonzeros whatever its width: its pixels are cut into pieces LLVM codes
+well (whole vectors of the target's lanes, then power-of-two pieces below a vector: 49 = 3x16 + 1 on AVX-512),
+each piece its own accumulators, all updated per nonzero. ``H*W % MR`` remainder pixels join the last full tile
+when the accumulators still fit the descriptor's register budget (196 = 64 + 64 + 68: three passes, not four;
+49 = one pass of 49, not 32 + 16 + 1), else they form one narrower tile. Every pass costs its index and weight
+loads per nonzero whatever its width, so fewer passes is the gain (measured below).
 
 Inside a block, nonzeros are taken ``unroll`` at a time and summed as a tree before the accumulator update
 (``acc + (w0*x0 + w1*x1)``), so the loop-carried chain is one add per group. With ``n_chunks > 1`` (packed with
@@ -64,20 +71,20 @@ class SpmmKernelSpec:
     clamp: tuple[float, float] | None = None  # (lo, hi); None = no clamp
     threads: int = 1
     unroll: int = 2  # nonzeros summed per accumulator update (1, 2 or 4)
-    lanes: int = 4  # f32 lanes of the target's vectors: tiles narrower than MR are multiples of it
+    lanes: int = 4  # f32 lanes of the target's vectors: how tiles are cut into pieces
+    acc_registers: int = 8  # vector registers the accumulators may use (descriptor spmm_acc_registers)
     pack_tile: bool = False  # copy each pixel tile's activations into a contiguous, aligned scratch tile
     in_shape: tuple[int, ...] | None = None  # default (Cin, P)
     out_shape: tuple[int, ...] | None = None  # default (Cout, P)
 
     @classmethod
     def for_packed(cls, packed: PackedSpmm, pixels: int, mr: int, **kw) -> "SpmmKernelSpec":
-        lanes = kw.get("lanes", cls.lanes)
         return cls(
             cin=packed.cin,
             cout=packed.cout,
             pixels=pixels,
             block=packed.block,
-            mr=fit_tile(mr, pixels, lanes),
+            mr=fit_tile(mr, pixels),
             n_values=int(packed.values.size),
             n_index=int(packed.channel_index.size),
             index_dtype=packed.index_dtype,
@@ -93,43 +100,81 @@ class SpmmKernelSpec:
         return f"f32_spmm_{self.mr}x{self.block}_{epilogue_name(self.clamp)}"
 
 
-def fit_tile(mr: int, pixels: int, lanes: int = 1) -> int:
-    """MR, or for fewer pixels than MR the largest power of two <= pixels: LLVM legalises a vector of a
-    non-power-of-two width badly, whole registers or not (1024x1024x49 on AVX-512: one 48-lane tile + 1 took
-    0.52 ms, 32 + 16 + 1 lanes 0.20 ms)."""
-    del lanes
+def fit_tile(mr: int, pixels: int) -> int:
+    """MR, or for fewer pixels than MR the largest power of two <= pixels."""
     if mr <= pixels:
         return mr
     return 1 << (pixels.bit_length() - 1)
 
 
-def tile_pieces(width: int, lanes: int = 1) -> list[int]:
-    """Split a remainder of ``width`` pixels into power-of-two pieces, widest first (49 = 32 + 16 + 1)."""
-    del lanes
-    return [1 << k for k in reversed(range(width.bit_length())) if width & (1 << k)]
+def tile_pieces(width: int, lanes: int) -> list[tuple[int, int, int]]:
+    """A tile of ``width`` pixels as pieces ``(start, vectors, vector width)``: whole vectors of ``lanes``, then
+    power-of-two pieces below a vector, widest first (68 at 16 lanes: (0, 4, 16), (64, 1, 4)). LLVM legalises a
+    vector of any other width badly (1024x1024x49 on AVX-512: a 48-lane vector + 1 took 0.52 ms, 32 + 16 + 1
+    lanes 0.20 ms)."""
+    pieces, at = [], 0
+    if width >= lanes:
+        pieces.append((0, width // lanes, lanes))
+        at = width // lanes * lanes
+    for k in reversed(range(lanes.bit_length())):
+        if (width - at) & (1 << k) and (1 << k) < lanes:
+            pieces.append((at, 1, 1 << k))
+            at += 1 << k
+    assert at == width, (width, lanes, pieces)
+    return pieces
+
+
+def accumulators(width: int, lanes: int) -> int:
+    """Vector registers (or parts of one) a ``width``-pixel tile row accumulates in."""
+    return sum(n for _, n, _ in tile_pieces(width, lanes))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How a kernel walks the pixels: ``n_uniform`` tiles of ``mr`` (the parallel loop), then ``extra`` tiles
+    ``(start, width)`` (serial): the remainder, joined to the last full tile when its accumulators fit."""
+
+    mr: int
+    n_uniform: int
+    extra: tuple[tuple[int, int], ...]
+
+    @property
+    def widest(self) -> int:
+        return max([self.mr] + [w for _, w in self.extra])
+
+    def row_stride(self, lanes: int) -> int:
+        """Floats per channel row of a packed scratch tile: the widest tile, whole vectors (aligned rows)."""
+        return -(-self.widest // lanes) * lanes
+
+
+def plan_tiles(pixels: int, mr: int, lanes: int, rows: int, acc_registers: int, threads: int) -> TilePlan:
+    """The tiles of a kernel over ``pixels`` with blocks of ``rows`` output channels (see the module doc).
+    With threads the remainder stays a tile of its own: joining it would lengthen one task of the parallel loop."""
+    mr = fit_tile(mr, pixels)
+    n = pixels // mr
+    tail = pixels - n * mr
+    if tail == 0:
+        return TilePlan(mr, n, ())
+    if threads == 1 and accumulators(mr + tail, lanes) * rows <= max(acc_registers, accumulators(mr, lanes) * rows):
+        return TilePlan(mr, n - 1, (((n - 1) * mr, mr + tail),))
+    return TilePlan(mr, n, ((n * mr, tail),))
+
+
+def packed_tile_stride(pixels: int, mr: int, lanes: int, block: int, acc_registers: int, threads: int) -> int:
+    """The row stride of the scratch tile a packed-tile kernel reads: what its offsets are multiplied by."""
+    return plan_tiles(pixels, mr, lanes, block, acc_registers, threads).row_stride(lanes)
 
 
 def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     """Build the TIR PrimFunc of ``spec`` (global symbol ``name`` or ``spec.variant``)."""
-    cin, cout, npix, block = spec.cin, spec.cout, spec.pixels, spec.block
+    cin, cout, npix, block, lanes = spec.cin, spec.cout, spec.pixels, spec.block, spec.lanes
     assert block in (1, 2, 4) and spec.mr >= 1 and npix >= 1
-    lanes = spec.lanes
-    mr = fit_tile(spec.mr, npix, lanes)
+    plan = plan_tiles(npix, spec.mr, lanes, block, spec.acc_registers, spec.threads)
+    mr, n_tiles = plan.mr, plan.n_uniform
+    assert len(plan.extra) <= 1
+    tail_p0, tail_w = plan.extra[0] if plan.extra else (0, 0)
     n_full = cout // block
     n_rem = cout - n_full * block
-    n_tiles = npix // mr
-    # Remainder pixels as power-of-two tiles, widest first (49 = 32 + 16 + 1): an odd-width vector (17 lanes)
-    # legalises badly in LLVM (measured 2-4x slower per pixel than 16 + 1 lanes).
-    # One full tile overlapping the previous one instead was measured slower (1024x1024x49: 0.237 vs 0.219 ms).
-    tail_tiles, p0 = [], n_tiles * mr
-    for width in tile_pieces(npix - p0, lanes) if npix > p0 else []:
-        tail_tiles.append((p0, width))
-        p0 += width
-    assert p0 == npix
-    n_tail = len(tail_tiles)
-    assert n_tail <= 8, n_tail
-    tail_p = [t[0] for t in tail_tiles] + [0] * (8 - n_tail)
-    tail_w = [t[1] for t in tail_tiles] + [1] * (8 - n_tail)
     in_shape = tuple(spec.in_shape or (cin, npix))
     out_shape = tuple(spec.out_shape or (cout, npix))
     assert math.prod(in_shape) == cin * npix and math.prod(out_shape) == cout * npix
@@ -145,80 +190,156 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     assert unroll in (1, 2, 4), unroll
     pack = spec.pack_tile
     # Where nonzero k's activations start: ``scale * Idx[k] + shift`` in the source buffer (shift per chunk).
-    # Direct: Xf (stride H*W), offsets absolute. Packed tile: Xt (stride MR), chunk c's rows only.
-    row_stride = mr if pack else npix
+    # Direct: Xf (stride H*W), offsets absolute. Packed tile: Xt (stride row_stride), chunk c's rows only.
+    row_stride = plan.row_stride(lanes) if pack else npix
     assert row_stride % spec.index_stride == 0, (row_stride, spec.index_stride)
     scale = row_stride // spec.index_stride
     assert pack or not spec.chunk_local, "chunk-local offsets need a packed tile"
     chunk_shift = 0 if spec.chunk_local else -chunk * row_stride  # times c; packed tile only
-    tile_elems = chunk * mr
+    tile_elems = chunk * row_stride
+
+    def pieces_of(width):
+        # up to 4 pieces (start, vectors, width), absent ones as (0, 0, 1): TVMScript has no loop over a list
+        ps = tile_pieces(width, lanes) if width else []
+        assert len(ps) <= 4, ps
+        return [v for pc in ps + [(0, 0, 1)] * (4 - len(ps)) for v in pc]
+
+    full_pieces = pieces_of(mr)
+    tail_pieces = pieces_of(tail_w)
+
+    # --- one statement kind over one piece (q0: the piece's first pixel in the tile, nq vectors of vw lanes) ---
 
     @T.macro
-    def block_rows(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, kb, ke, p0, width, first, last):
-        # bias -> accumulator rows at the first chunk (the output tile itself; kept in registers by LLVM)
+    def init_piece(Wv, Yf, row0, rows, bias_at, p0, q0, nq, vw):
+        for j in T.unroll(rows):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Wv[bias_at + j]
+
+    @T.macro
+    def update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
+        for j in T.unroll(rows):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
+                        Wv[weight_at + k * rows + j] * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
+                    )
+
+    @T.macro
+    def update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
+        # two nonzeros summed before they reach the accumulator: its dependency chain is one add per pair
+        for j in T.unroll(rows):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
+                        Wv[weight_at + k * rows + j]
+                        * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
+                        + Wv[weight_at + (k + 1) * rows + j]
+                        * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
+                    )
+
+    @T.macro
+    def update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
+        for j in T.unroll(rows):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
+                        (
+                            Wv[weight_at + k * rows + j]
+                            * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
+                            + Wv[weight_at + (k + 1) * rows + j]
+                            * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
+                        )
+                        + (
+                            Wv[weight_at + (k + 2) * rows + j]
+                            * Src[scale * T.Cast("int32", Idx[k + 2]) + shift + q0 + q * vw + i]
+                            + Wv[weight_at + (k + 3) * rows + j]
+                            * Src[scale * T.Cast("int32", Idx[k + 3]) + shift + q0 + q * vw + i]
+                        )
+                    )
+
+    @T.macro
+    def clamp_piece(Yf, row0, rows, p0, q0, nq, vw):
+        for j in T.unroll(rows):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    if clamp_lo and clamp_hi:
+                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.min(
+                            T.max(Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(lo)), T.float32(hi)
+                        )
+                    if clamp_lo and not clamp_hi:
+                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.max(
+                            Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(lo)
+                        )
+                    if clamp_hi and not clamp_lo:
+                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.min(
+                            Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(hi)
+                        )
+
+    @T.macro
+    def copy_piece(Xf, Xt, c, rows_in_chunk, p0, q0, nq, vw):
+        for ch in range(rows_in_chunk):
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Xt[ch * row_stride + q0 + q * vw + i] = Xf[(c * chunk + ch) * npix + p0 + q0 + q * vw + i]
+
+    # --- one output block over one tile: every piece updated per nonzero (one pass) ---
+
+    @T.macro
+    def block_rows(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, kb, ke, p0, first, last,
+                   a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
         if first:
-            for j in T.unroll(rows):
-                for i in T.vectorized(width):
-                    Yf[(row0 + j) * npix + p0 + i] = Wv[bias_at + j]
-        # nonzeros in groups of `unroll`, summed as a tree before they reach the accumulator: the accumulator's
-        # dependency chain is one add per group instead of one FMA per nonzero (FMA latency bound otherwise)
+            init_piece(Wv, Yf, row0, rows, bias_at, p0, a0, a1, a2)
+            if b1 > 0:
+                init_piece(Wv, Yf, row0, rows, bias_at, p0, b0, b1, b2)
+            if c1 > 0:
+                init_piece(Wv, Yf, row0, rows, bias_at, p0, c0, c1, c2)
+            if d1 > 0:
+                init_piece(Wv, Yf, row0, rows, bias_at, p0, d0, d1, d2)
         if unroll == 2:
             for kk in range((ke - kb) // 2):
-                for j in T.unroll(rows):
-                    for i in T.vectorized(width):
-                        Yf[(row0 + j) * npix + p0 + i] = Yf[(row0 + j) * npix + p0 + i] + (
-                            Wv[weight_at + (kb + 2 * kk) * rows + j]
-                            * Src[scale * T.Cast("int32", Idx[kb + 2 * kk]) + shift + i]
-                            + Wv[weight_at + (kb + 2 * kk + 1) * rows + j]
-                            * Src[scale * T.Cast("int32", Idx[kb + 2 * kk + 1]) + shift + i]
-                        )
+                update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, a0, a1, a2)
+                if b1 > 0:
+                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, b0, b1, b2)
+                if c1 > 0:
+                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, c0, c1, c2)
+                if d1 > 0:
+                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, d0, d1, d2)
         if unroll == 4:
             for kk in range((ke - kb) // 4):
-                for j in T.unroll(rows):
-                    for i in T.vectorized(width):
-                        Yf[(row0 + j) * npix + p0 + i] = Yf[(row0 + j) * npix + p0 + i] + (
-                            (
-                                Wv[weight_at + (kb + 4 * kk) * rows + j]
-                                * Src[scale * T.Cast("int32", Idx[kb + 4 * kk]) + shift + i]
-                                + Wv[weight_at + (kb + 4 * kk + 1) * rows + j]
-                                * Src[scale * T.Cast("int32", Idx[kb + 4 * kk + 1]) + shift + i]
-                            )
-                            + (
-                                Wv[weight_at + (kb + 4 * kk + 2) * rows + j]
-                                * Src[scale * T.Cast("int32", Idx[kb + 4 * kk + 2]) + shift + i]
-                                + Wv[weight_at + (kb + 4 * kk + 3) * rows + j]
-                                * Src[scale * T.Cast("int32", Idx[kb + 4 * kk + 3]) + shift + i]
-                            )
-                        )
+                update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, a0, a1, a2)
+                if b1 > 0:
+                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, b0, b1, b2)
+                if c1 > 0:
+                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, c0, c1, c2)
+                if d1 > 0:
+                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, d0, d1, d2)
         for k in range(kb + (ke - kb) // unroll * unroll if unroll > 1 else kb, ke):
-            for j in T.unroll(rows):
-                for i in T.vectorized(width):
-                    Yf[(row0 + j) * npix + p0 + i] = Yf[(row0 + j) * npix + p0 + i] + Wv[
-                        weight_at + k * rows + j
-                    ] * Src[scale * T.Cast("int32", Idx[k]) + shift + i]
-        if clamp_lo and clamp_hi and last:
-            for j in T.unroll(rows):
-                for i in T.vectorized(width):
-                    Yf[(row0 + j) * npix + p0 + i] = T.min(
-                        T.max(Yf[(row0 + j) * npix + p0 + i], T.float32(lo)), T.float32(hi)
-                    )
-        if clamp_lo and not clamp_hi and last:
-            for j in T.unroll(rows):
-                for i in T.vectorized(width):
-                    Yf[(row0 + j) * npix + p0 + i] = T.max(Yf[(row0 + j) * npix + p0 + i], T.float32(lo))
-        if clamp_hi and not clamp_lo and last:
-            for j in T.unroll(rows):
-                for i in T.vectorized(width):
-                    Yf[(row0 + j) * npix + p0 + i] = T.min(Yf[(row0 + j) * npix + p0 + i], T.float32(hi))
+            update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, a0, a1, a2)
+            if b1 > 0:
+                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, b0, b1, b2)
+            if c1 > 0:
+                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, c0, c1, c2)
+            if d1 > 0:
+                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, d0, d1, d2)
+        if (clamp_lo or clamp_hi) and last:
+            clamp_piece(Yf, row0, rows, p0, a0, a1, a2)
+            if b1 > 0:
+                clamp_piece(Yf, row0, rows, p0, b0, b1, b2)
+            if c1 > 0:
+                clamp_piece(Yf, row0, rows, p0, c0, c1, c2)
+            if d1 > 0:
+                clamp_piece(Yf, row0, rows, p0, d0, d1, d2)
 
     @T.macro
-    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, c, p0, width):
+    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, c, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
         for b in range(n_full):
             # block b: bias at block*(b + start_b); weight of nonzero k, row j at block*(b + 1 + k) + j
             block_rows(
                 Src, shift, Wv, Idx, Yf, b * block, block,
                 block * (b + Ptr[b * n_chunks]), block * (b + 1),
-                Ptr[b * n_chunks + c], Ptr[b * n_chunks + c + 1], p0, width, c == 0, c == n_chunks - 1,
+                Ptr[b * n_chunks + c], Ptr[b * n_chunks + c + 1], p0, c == 0, c == n_chunks - 1,
+                a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
             )
         for r in range(n_rem):
             # remainder row r: values start after the full blocks' block*(n_full + nnz_full) entries
@@ -227,25 +348,34 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
                 block * (n_full + Ptr[n_full * n_chunks]) - Ptr[n_full * n_chunks] + r
                 + Ptr[(n_full + r) * n_chunks],
                 block * (n_full + Ptr[n_full * n_chunks]) - Ptr[n_full * n_chunks] + r + 1,
-                Ptr[(n_full + r) * n_chunks + c], Ptr[(n_full + r) * n_chunks + c + 1], p0, width,
+                Ptr[(n_full + r) * n_chunks + c], Ptr[(n_full + r) * n_chunks + c + 1], p0,
                 c == 0, c == n_chunks - 1,
+                a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
             )
 
     @T.macro
-    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, p0, width):
+    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
         # chunk c of the input channels for every output block, then chunk c + 1: the chunk's activation tile
         # is read by all blocks while it is in L1; accumulators go back to Y between chunks
         if pack:
-            # the tile's activations, chunk by chunk, copied to rows of MR floats in Xt: aligned (no load
-            # splits a cache line; CHW rows of 14x14 or 7x7 floats are not 64-byte multiples) and contiguous
+            # the tile's activations, chunk by chunk, copied to rows of row_stride floats in Xt: aligned (no
+            # load splits a cache line; CHW rows of 14x14 or 7x7 floats are not 64-byte multiples), contiguous
             for c in range(n_chunks):
-                for ch in range(T.min(chunk, cin - c * chunk)):
-                    for i in T.vectorized(width):
-                        Xt[ch * mr + i] = Xf[(c * chunk + ch) * npix + p0 + i]
-                all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, c, p0, width)
+                copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, a0, a1, a2)
+                if b1 > 0:
+                    copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, b0, b1, b2)
+                if c1 > 0:
+                    copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, c0, c1, c2)
+                if d1 > 0:
+                    copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, d0, d1, d2)
+                all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, c, p0,
+                           a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2)
         else:
             for c in range(n_chunks):
-                all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, c, p0, width)
+                all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, c, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2)
+
+    F = full_pieces
+    R = tail_pieces
 
     @T.macro
     def all_tiles(Xf, Xt, Wv, Ptr, Idx, Yf):
@@ -254,29 +384,18 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for t in T.parallel(n_tiles):
                 if pack:
                     Xp = T.decl_buffer((tile_elems,), "float32")
-                    pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, t * mr, mr)
+                    pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
+                               F[6], F[7], F[8], F[9], F[10], F[11])
                 else:
-                    pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, t * mr, mr)
+                    pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
+                               F[6], F[7], F[8], F[9], F[10], F[11])
         else:
             for t in range(n_tiles):
-                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, t * mr, mr)
-        # (TVMScript has no Python-level loop over a list: at most 8 remainder tiles)
-        if n_tail > 0:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[0], tail_w[0])
-        if n_tail > 1:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[1], tail_w[1])
-        if n_tail > 2:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[2], tail_w[2])
-        if n_tail > 3:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[3], tail_w[3])
-        if n_tail > 4:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[4], tail_w[4])
-        if n_tail > 5:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[5], tail_w[5])
-        if n_tail > 6:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[6], tail_w[6])
-        if n_tail > 7:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p[7], tail_w[7])
+                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
+                           F[6], F[7], F[8], F[9], F[10], F[11])
+        if tail_w > 0:
+            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p0, R[0], R[1], R[2], R[3], R[4], R[5],
+                       R[6], R[7], R[8], R[9], R[10], R[11])
 
     @T.prim_func
     def spmm_direct(x_h: T.handle, w_h: T.handle, ptr_h: T.handle, idx_h: T.handle, y_h: T.handle):
