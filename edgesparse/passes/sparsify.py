@@ -33,9 +33,10 @@ from edgesparse.errors import EdgesparseError
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
-    fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
+    packed_tile_stride,
+    spmm_acc_registers_for,
     spmm_chunk_for,
     spmm_mr_for,
     spmm_pack_tile_for,
@@ -368,15 +369,17 @@ class _SparsifyMutator(PyExprMutator):
         mr = spmm_mr_for(self.target, d.block)
         chunk = spmm_chunk_for(self.target, min(mr, d.pixels), layer.w.shape[1])
         pack_tile = spmm_pack_tile_for(self.target, d.pixels)
+        lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
-        stride = fit_tile(mr, d.pixels) if pack_tile else d.pixels
+        stride = (packed_tile_stride(d.pixels, mr, lanes, d.block, acc_registers, self.threads) if pack_tile
+                  else d.pixels)
         packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk, stride=stride,
                                    chunk_local=pack_tile)
         x = self.visit_expr(layer.x)
         in_shape = _static_shape(layer.x)
         out_shape = _static_shape(binding.var)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
-                                         lanes=self.target.vector_lanes_f32, pack_tile=pack_tile,
+                                         lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
                                          in_shape=in_shape, out_shape=out_shape)
         prim = make_spmm_kernel(spec).without_attr("global_symbol")
         gvar = self.builder_.add_func(prim, spec.variant)
