@@ -22,6 +22,7 @@ from .errors import EdgesparseError
 from .frontend import onnx_model
 from .lower.build_kernels import compile_kernels, kernel_module, workspace_bound
 from .lower.relax_to_tir import lower_to_kernels
+from .passes.depthwise_s2 import depthwise_s2_kernels
 from .passes.pipeline import optimize_graph
 from .passes.sparsify import onnx_weight_names, sparsify
 from .progress import Progress
@@ -119,6 +120,7 @@ def _front(model, tgt: Target, tmp_dir: Path, step, *, name=None, input_shapes=N
     sparse_layers: list = []
     mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
                    report=sparse_layers, names=onnx_weight_names(proto))
+    mod = depthwise_s2_kernels(mod, tgt, threads=threads)
     return _Front(source, name, specs, output_names, mod, sparse_layers)
 
 
@@ -140,6 +142,8 @@ def lower_model(model, target: str | Target, *, input_shapes=None, sparse="auto"
 
 
 def _layer_kind(kernel: str) -> str:
+    if "__" in kernel:  # a template variant, named by what it is; "__<n>" makes its symbol unique
+        return kernel.split("__")[0]
     parts = kernel.removeprefix("fused_").split("_")
     parts = [p for p in parts if not p.isdigit()]
     words = "_".join(parts)

@@ -93,6 +93,8 @@ def layer_times(manifest: dict, profile_ms) -> list[dict]:
 
 def op_name(kind: str) -> str:
     """conv2d18_add9_maximum9_minimum9 -> conv2d_add_maximum_minimum (TVM's de-duplication numbers dropped)."""
+    if "__" in kind or kind.startswith("f32_"):  # a template variant (f32_spmm_64x1_relu6): a name, not numbering
+        return kind.split("__")[0]
     keep = re.compile(r"[a-z]\d+|\d+x\d+")  # dtypes (f32, i8) and tile shapes (1x1, 32x4) are not numbering
     return "_".join(p if keep.fullmatch(p) else (p.rstrip("0123456789") or p) for p in kind.split("_"))
 

@@ -343,6 +343,7 @@ class _SparsifyMutator(PyExprMutator):
         self.threads = threads
         self.ends: dict = {}
         self.dropped: set = set()
+        self.added = 0  # kernels added: numbers their symbols
 
     def rewrite(self, layers_by_func):
         for gv, func in self.mod_.functions_items():
@@ -382,7 +383,9 @@ class _SparsifyMutator(PyExprMutator):
                                          lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
                                          in_shape=in_shape, out_shape=out_shape)
         prim = make_spmm_kernel(spec).without_attr("global_symbol")
-        gvar = self.builder_.add_func(prim, spec.variant)
+        # "<variant>__<n>": a unique symbol whose kind (manifest, profile) is the part before "__"
+        self.added += 1
+        gvar = self.builder_.add_func(prim, f"{spec.variant}__{self.added}")
         d.kernel = gvar.name_hint
         d.variant = spec.variant
         d.index_dtype = packed.index_dtype
