@@ -5,13 +5,14 @@ parameters for a target from its descriptor.
 """
 
 from .config import spmm_acc_registers_for, spmm_chunk_for, spmm_mr_for, spmm_pack_tile_for
-from .pack import PackedSpmm, choose_block, pack_spmm_weights, unpack_spmm_weights
+from .pack import PackedSpmm, choose_block, compact_stride, pack_spmm_weights, unpack_spmm_weights
 from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel, packed_tile_stride, plan_tiles
 
 __all__ = [
     "PackedSpmm",
     "SpmmKernelSpec",
     "choose_block",
+    "compact_stride",
     "epilogue_name",
     "fit_tile",
     "make_spmm_kernel",
