@@ -1,5 +1,5 @@
 """Benchmark: the f32-spmm kernels on MobileNetV1 (1.0, 224) 1x1-conv layer shapes against ONNX Runtime's dense
-1x1 conv (CPU EP, 1 intra-op thread) and TVM's dense conv2d (LegalizeOps, untuned), side by side.
+1x1 conv (CPU EP, 1 intra-op thread) and edgesparse's own dense conv kernel (kernels/conv2d.py), side by side.
 
     python benchmarks/spmm_layers.py [--sparsity 0.7 0.8 0.9] [--runs 31] [--mr 64] [--mcpu znver5] [--json out.json]
 
@@ -8,8 +8,9 @@ the given sparsity (unstructured), block size chosen by the packer. The kernels 
 loop (the machine is shared: ratios of side-by-side samples are what count); each sample is the mean of enough
 back-to-back calls to last >= 2 ms. Reported per layer: median per call and spread (p10..p90 over samples),
 GFLOP/s counted on nonzero weights (2 * nnz * H*W / t) for the sparse kernel and on all weights for the dense
-ones, ORT/sparse as a ratio of medians and as the median of per-round (paired) ratios; per sparsity, the sums
-over the 13 layers (of medians, of p10s, and from the paired ratios). TVM's dense conv2d does the same work
+ones, ORT/sparse as a ratio of medians and as the median of per-round (paired) ratios, and ``eff``: the sparse
+kernel's nonzero GFLOP/s as a fraction of the dense kernel's GFLOP/s on the same layer; per sparsity, the sums
+over the 13 layers (of medians, of p10s, and from the paired ratios). The dense kernel does the same work
 whatever the weights, so it is measured once per layer shape. Every output is checked against numpy first.
 
 Kernels are compiled for the target descriptor (default x86_64: x86-64-v3, AVX2+FMA); ``--mcpu`` swaps in another
@@ -25,6 +26,7 @@ import math
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -74,25 +76,16 @@ def ort_conv1x1(w4, b, side):
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return sess
+    return sess, m
 
 
-def tvm_dense_conv(w4, b, side, target):
-    cout, cin = w4.shape[:2]
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType([1, cin, side, side], "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            c = bb.emit(relax.op.nn.conv2d(x, relax.const(w4)))
-            c = bb.emit(relax.op.add(c, relax.const(b.reshape(1, cout, 1, 1))))
-            y = bb.emit_output(relax.op.clip(c, 0.0, 6.0))
-        bb.emit_func_output(y)
-    mod = bb.get()
-    with target:
-        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                                        relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
-    ex = tvm.compile(mod, target=target)
-    return relax.VirtualMachine(ex, tvm.cpu())
+def dense_conv(model, desc):
+    """edgesparse's dense kernel for the layer (the compile spine's lowering and schedule), in TVM's VM."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dense_layers import build_vm
+
+    vm, _ = build_vm(model, desc)
+    return vm
 
 
 def sample(fn, min_seconds=2e-3):
@@ -142,7 +135,7 @@ def main(argv=None):
                     help="compile for this LLVM CPU instead of the descriptor's (e.g. the host's: "
                          "tvm.target.codegen.llvm_get_system_cpu()), to compare on the ISA ONNX Runtime uses")
     ap.add_argument("--layers", type=str, default=None, help="comma-separated layer indices (default: all)")
-    ap.add_argument("--no-tvm-dense", action="store_true", help="skip TVM's untuned dense conv2d")
+    ap.add_argument("--no-dense", action="store_true", help="skip edgesparse's dense kernel")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args(argv)
 
@@ -152,6 +145,7 @@ def main(argv=None):
     tvm_desc = dict(desc.tvm)
     if args.mcpu:
         tvm_desc["mcpu"] = args.mcpu
+        desc = replace(desc, tvm=tvm_desc)
     target = tvm.target.Target(tvm_desc)
     dev = tvm.cpu()
     rng = np.random.default_rng(0)
@@ -162,7 +156,8 @@ def main(argv=None):
           f"runs {args.runs} after {args.warmup} warm-up, ms per call: "
           "median [p10..p90]", flush=True)
     hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'sparse ms':>22} {'GF/s':>6} "
-           f"{'ORT ms':>22} {'GF/s':>6} {'TVM dense ms':>22} {'ORT/sp':>6} {'paired [p10..p90]':>18} {'TVMd/sp':>7}")
+           f"{'ORT ms':>22} {'GF/s':>6} {'dense ms':>22} {'GF/s':>6} {'ORT/sp':>6} {'paired [p10..p90]':>18} "
+           f"{'dense/sp':>8} {'eff':>5}")
     for sp in args.sparsity:
         print(hdr)
         for li in layer_ids:
@@ -191,7 +186,7 @@ def main(argv=None):
             kern(*targs)
             np.testing.assert_allclose(targs[-1].numpy(), want, rtol=1e-4, atol=1e-4)
 
-            sess = ort_conv1x1(w.reshape(cout, cin, 1, 1), b, side)
+            sess, model = ort_conv1x1(w.reshape(cout, cin, 1, 1), b, side)
             binding = sess.io_binding()
             binding.bind_cpu_input("x", x)
             binding.bind_output("y", "cpu")
@@ -199,41 +194,43 @@ def main(argv=None):
             np.testing.assert_allclose(binding.copy_outputs_to_cpu()[0], want, rtol=1e-4, atol=1e-4)
 
             fns = {"sparse": lambda: kern(*targs), "ort": lambda: sess.run_with_iobinding(binding)}
-            if not args.no_tvm_dense and li not in dense_cache:
-                vm = tvm_dense_conv(w.reshape(cout, cin, 1, 1), b, side, target)
+            if not args.no_dense and li not in dense_cache:
+                vm = dense_conv(model, desc)
                 tx = tvm.runtime.tensor(x, dev)
                 got = vm["main"](tx).numpy()
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-                fns["tvm_dense"] = lambda: vm["main"](tx)
+                fns["dense"] = lambda: vm["main"](tx)
             times = measure(fns, args.runs, args.warmup)
-            if "tvm_dense" in times:  # weight values do not change dense work: measured once per layer shape
-                dense_cache[li] = times["tvm_dense"]
+            if "dense" in times:  # weight values do not change dense work: measured once per layer shape
+                dense_cache[li] = times["dense"]
             if li in dense_cache:
-                times["tvm_dense"] = dense_cache[li]
+                times["dense"] = dense_cache[li]
             # paired ratio: ORT / sparse within each rotation round, robust to load that comes and goes
             paired = np.asarray(times["ort"]) / np.asarray(times["sparse"])
             s, o = stats(times["sparse"]), stats(times["ort"])
-            d = stats(times["tvm_dense"]) if "tvm_dense" in times else None
+            d = stats(times["dense"]) if "dense" in times else None
             gf_s = 2 * packed.nonzeros * npix / (s[0] * 1e-3) / 1e9
             gf_o = 2 * cin * cout * npix / (o[0] * 1e-3) / 1e9
+            gf_d = 2 * cin * cout * npix / (d[0] * 1e-3) / 1e9 if d else float("nan")
             row = dict(layer=li, cin=cin, cout=cout, hw=npix, sparsity=sp, block=packed.block, variant=spec.variant,
-                       nonzeros=packed.nonzeros, sparse_ms=s, ort_ms=o, tvm_dense_ms=d, sparse_gflops=gf_s,
-                       ort_gflops=gf_o, ort_over_sparse=o[0] / s[0],
+                       nonzeros=packed.nonzeros, sparse_ms=s, ort_ms=o, dense_ms=d, sparse_gflops=gf_s,
+                       ort_gflops=gf_o, dense_gflops=gf_d, efficiency=gf_s / gf_d, ort_over_sparse=o[0] / s[0],
                        ort_over_sparse_paired=(float(np.median(paired)), float(np.percentile(paired, 10)),
                                                float(np.percentile(paired, 90))),
-                       tvm_dense_over_sparse=(d[0] / s[0]) if d else None)
+                       dense_over_sparse=(d[0] / s[0]) if d else None)
             rows.append(row)
             fmt = lambda m: f"{m[0]:8.3f} [{m[1]:.3f}..{m[2]:.3f}]"
             print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {fmt(s):>22} "
-                  f"{gf_s:>6.1f} {fmt(o):>22} {gf_o:>6.1f} {fmt(d) if d else '-':>22} {o[0] / s[0]:>6.2f} "
-                  f"{np.median(paired):>5.2f} [{np.percentile(paired, 10):.2f}..{np.percentile(paired, 90):.2f}] "
-                  f"{(d[0] / s[0]) if d else float('nan'):>7.1f}", flush=True)
+                  f"{gf_s:>6.1f} {fmt(o):>22} {gf_o:>6.1f} {fmt(d) if d else '-':>22} {gf_d:>6.1f} "
+                  f"{o[0] / s[0]:>6.2f} {np.median(paired):>5.2f} [{np.percentile(paired, 10):.2f}.."
+                  f"{np.percentile(paired, 90):.2f}] {(d[0] / s[0]) if d else float('nan'):>8.2f} "
+                  f"{gf_s / gf_d:>5.2f}", flush=True)
         sub = [r for r in rows if r["sparsity"] == sp]
         tot_s = sum(r["sparse_ms"][0] for r in sub)
         tot_o = sum(r["ort_ms"][0] for r in sub)
         tot_d = None
-        if all(r["tvm_dense_ms"] for r in sub):
-            tot_d = sum(r["tvm_dense_ms"][0] for r in sub)
+        if all(r["dense_ms"] for r in sub):
+            tot_d = sum(r["dense_ms"][0] for r in sub)
         # whole-network estimate robust to load bursts: sum over layers of ORT median time, divided by the sum of
         # (ORT median / paired ratio median), i.e. each layer's sparse time as ORT-time-over-paired-ratio
         tot_paired = sum(r["ort_ms"][0] for r in sub) / sum(
@@ -244,7 +241,8 @@ def main(argv=None):
               f"{tot_min_o / tot_min_s:.2f}x; from paired ratios {tot_paired:.2f}x")
         print(f"sum of 1x1 layers at {sp:.2f}: sparse {tot_s:.3f} ms, ORT {tot_o:.3f} ms -> "
               f"ORT/sparse {tot_o / tot_s:.2f}x"
-              + (f", TVM dense {tot_d:.1f} ms -> {tot_d / tot_s:.1f}x" if tot_d else "") + "\n", flush=True)
+              + (f", edgesparse dense {tot_d:.3f} ms -> dense/sparse {tot_d / tot_s:.2f}x" if tot_d else "")
+              + "\n", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
