@@ -45,24 +45,28 @@ def main(ctx, debug):
 @click.option("--android-api", type=click.IntRange(21, 99), default=None, metavar="N",
               help="Android API level for the NDK build of android-arm64's .so (ANDROID_NDK_HOME) [default: 24].")
 @click.option("--sparse", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="auto: layers at or above --min-sparsity run sparse; on: every eligible layer; off: none.")
+              help="auto: layers at or above --min-sparsity that the target's cost model predicts faster sparse; "
+                   "on: every eligible layer; off: none.")
 @click.option("--min-sparsity", type=click.FloatRange(0, 1), default=None,
               help="Sparsity from which a layer runs sparse in auto mode [default: the target's].")
 @click.option("--quiet", "-q", is_flag=True, help="Do not list the per-layer sparse/dense decisions.")
-@click.option("--no-tune-cache", is_flag=True, help="Ignore the tile parameters `edgesparse tune` stored.")
+@click.option("--no-tune-cache", is_flag=True,
+              help="Ignore what `edgesparse tune` and `edgesparse calibrate` stored: descriptor tiles and cost model.")
 def compile_cmd(model, target, out_dir, input_shapes, name, threads, profile, android_api, sparse, min_sparsity,
                 quiet, no_tune_cache):
-    """Compile an ONNX MODEL into an artifact directory."""
+    """Compile an ONNX MODEL (a file, or a model of `edgesparse zoo list`) into an artifact directory."""
     from .compiler import compile as compile_model
 
     out_dir = out_dir or f"out/{Path(model).stem}-{target}"
-    res = compile_model(model, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads,
+    path = _model_file(model)
+    name = name or (Path(model).stem if path != model else None)
+    res = compile_model(path, target, out_dir, input_shapes=list(input_shapes), name=name, threads=threads,
                         **({"profile": True} if profile else {}),
                         **({"android_api": android_api} if android_api else {}),
                         sparse=sparse, min_sparsity=min_sparsity, tuned=not no_tune_cache)
     m = res.manifest
     if not quiet:
-        _print_sparse_decisions(m["sparsify"])
+        _print_sparse_decisions(m)
     tuned = sum(1 for l in m["layers"] if l.get("tiles"))
     if tuned and not quiet:
         click.echo(f"tuned tiles ({tuned} kernel calls) from the tune cache of {m['target']}")
@@ -73,20 +77,43 @@ def compile_cmd(model, target, out_dir, input_shapes, name, threads, profile, an
     )
 
 
-def _print_sparse_decisions(layers: list[dict]) -> None:
-    """Which 1x1 conv / FC layers run sparse, and why the others stay dense: the sparse path never stays
-    silently off."""
+def _print_sparse_decisions(manifest: dict) -> None:
+    """Which 1x1 conv / FC layers run sparse, the cost model's predicted gain, and why the others stay dense:
+    the sparse path never stays silently off."""
+    layers = manifest["sparsify"]
     if not layers:
         return
     sparse = [l for l in layers if l["sparse"]]
-    click.echo(f"sparse layers: {len(sparse)} of {len(layers)} conv/linear layers with constant weights")
+    click.echo(f"sparse layers: {len(sparse)} of {len(layers)} conv/linear layers with constant weights "
+               f"(--sparse {manifest.get('sparse_mode', 'auto')})")
+    click.echo(f"  {'layer':40s} {'weight shape':22s} {'sparsity':>8s}  {'path':6s} {'gain':>6s}  kernel or why dense")
     for l in layers:
-        verdict = f"sparse {l['variant']}" if l["sparse"] else f"dense: {l['reason']}"
-        click.echo(f"  {l['name'][:40]:40s} {str(list(l['shape'])):22s} sparsity {l['sparsity']:5.1%}  {verdict}")
+        gain = f"{l['predicted_gain']:5.2f}x" if l.get("predicted_gain") is not None else "     -"
+        why = l["variant"] if l["sparse"] else l["reason"].removeprefix("dense: ")
+        click.echo(f"  {l['name'][:40]:40s} {str(list(l['shape'])):22s} {l['sparsity']:8.1%}  "
+                   f"{'sparse' if l['sparse'] else 'dense':6s} {gain}  {why}")
+    predicted = [l for l in layers if l.get("predicted_dense_ms") is not None]
+    if predicted:
+        dense_ms = sum(l["predicted_dense_ms"] for l in predicted)
+        compiled_ms = sum(l["predicted_sparse_ms"] if l["sparse"] else l["predicted_dense_ms"] for l in predicted)
+        click.echo(f"predicted time of the {len(predicted)} 1x1/FC layers: {dense_ms:.3f} ms dense, "
+                   f"{compiled_ms:.3f} ms as compiled ({dense_ms / compiled_ms:.2f}x)")
+    cost_model = manifest.get("cost_model")
+    click.echo(f"cost model: {cost_model['description'] if cost_model else 'none (the target has no [sparse_cost])'}")
     dense_bytes = sum(l["dense_bytes"] or 0 for l in sparse)
     packed = sum(l["packed_bytes"] or 0 for l in sparse)
     if sparse and dense_bytes:
         click.echo(f"packed weights of the sparse layers: {packed / 1e6:.2f} MB ({packed / dense_bytes:.0%} of dense fp32)")
+
+
+def _model_file(model: str) -> str:
+    """MODEL as an ONNX file: the path itself when it exists, else a zoo model's (cached) export; anything
+    else is returned as it is, for the compiler to say what is wrong with it."""
+    if Path(model).exists():
+        return model
+    from .models import ZOO, export_onnx
+
+    return str(export_onnx(model)) if model in ZOO else model
 
 
 def _load_inputs(paths: tuple[str, ...]):
@@ -131,10 +158,10 @@ def run_cmd(artifact, inputs, outputs, device):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--tolerance", default=1e-4, show_default=True, help="Max |error| relative to the output's scale.")
 def verify_cmd(model, artifact, device, seed, tolerance):
-    """Run the same random input through ONNX Runtime and ARTIFACT and compare."""
+    """Run the same random input through ONNX Runtime and ARTIFACT and compare (MODEL: a file or a zoo name)."""
     from .harness.verify import verify
 
-    rep = verify(model, artifact, device, seed=seed, tolerance=tolerance)
+    rep = verify(_model_file(model), artifact, device, seed=seed, tolerance=tolerance)
     for o in rep.outputs:
         click.echo(f"{o.name}: max |error| {o.max_abs_error:.3g}, output scale {o.scale:.3g}, relative {o.relative_error:.3g}")
     verdict = "PASS" if rep.ok else "FAIL"
@@ -235,7 +262,7 @@ def tune_cmd(model, target, device, runs, input_shapes):
     tune cache ($EDGESPARSE_CACHE/tune/<target>.json) that `compile` applies."""
     from .tune import format_tiles, tune
 
-    rep = tune(model, target, device, runs=runs, input_shapes=list(input_shapes), log=lambda m: click.echo(m, err=True))
+    rep = tune(_model_file(model), target, device, runs=runs, input_shapes=list(input_shapes), log=lambda m: click.echo(m, err=True))
     click.echo(f"{rep.target} on {rep.device}: {len(rep.layers)} layer shapes tuned in {rep.seconds:.0f} s")
     click.echo(f"{'layer shape':64s} {'calls':>5s} {'default ms':>10s} {'best ms':>9s} {'gain':>6s}  best tiles")
     for l in rep.layers:
@@ -245,6 +272,33 @@ def tune_cmd(model, target, device, runs, input_shapes):
     if rep.default_ms:
         click.echo(f"predicted: tuned layers {rep.default_ms:.3f} -> {rep.best_ms:.3f} ms "
                    f"({100 * (1 - rep.best_ms / rep.default_ms):.1f}% faster)")
+    if rep.cache:
+        click.echo(f"wrote {rep.cache}")
+
+
+@main.command("calibrate")
+@click.option("--target", "-t", default="x86_64", show_default=True)
+@click.option("--device", "-d", default=None, help="A real device (qemu is refused) [default: the target's].")
+@click.option("--runs", default=20, show_default=True, help="Timed runs per build and round.")
+def calibrate_cmd(target, device, runs):
+    """Fit the sparse/dense cost model that `--sparse auto` decides with to kernel times measured on a device;
+    store it in $EDGESPARSE_CACHE/cost/<target>.json, which `compile` reads."""
+    from .calibrate import calibrate
+
+    rep = calibrate(target, device, runs=runs, log=lambda m: click.echo(m, err=True))
+    m = rep.model
+    click.echo(f"{m.target.name} on {m.device} ({m.machine or 'machine unknown'}): {len(rep.samples)} layers "
+               f"measured in {rep.seconds:.0f} s")
+    click.echo(f"{'layer':16s} {'Cout x Cin':>11s} {'pixels':>6s} {'sparsity':>8s} {'sparse ms':>9s} {'pred':>7s} "
+               f"{'dense ms':>9s} {'pred':>7s}")
+    for s in rep.samples:
+        p = m.predict(s.layer)
+        sparsity = 1 - s.layer.nonzeros / (s.layer.cout * s.layer.cin)
+        click.echo(f"{s.name[:16]:16s} {f'{s.layer.cout}x{s.layer.cin}':>11s} {s.layer.pixels:6d} {sparsity:8.1%} "
+                   f"{s.sparse_ms:9.4f} {p.sparse_ms:7.4f} {s.dense_ms:9.4f} {p.dense_ms:7.4f}")
+    for family, coef in (("sparse", m.sparse), ("dense", m.dense)):
+        terms = "  ".join(f"{k} {v:.4g}" for k, v in coef.items())
+        click.echo(f"{family} ms = {terms}  (rms relative error of the fit {m.fit_error[family]:.1%})")
     if rep.cache:
         click.echo(f"wrote {rep.cache}")
 
@@ -282,7 +336,7 @@ def zoo_list():
     from .models import ZOO
 
     for e in ZOO.values():
-        click.echo(f"{e.name:14s} input {e.input_name} {list(e.input_shape)}  {e.description}")
+        click.echo(f"{e.name:16s} input {e.input_name} {list(e.input_shape)}  {e.description}")
 
 
 @zoo_cmd.command("export")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .aot.emit_c import c_identifier, emit_header, emit_source, plan_staging, write_weights
 from .aot.plan import build_plan
+from .cost import load_cost_model
 from .errors import EdgesparseError
 from .frontend import onnx_model
 from .lower.build_kernels import compile_kernels, kernel_module, workspace_bound
@@ -85,7 +86,7 @@ class _Front:
 
 
 def _front(model, tgt: Target, tmp_dir: Path, step, *, name=None, input_shapes=None, example_inputs=None,
-           sparse="auto", min_sparsity=None, threads=1) -> _Front:
+           sparse="auto", min_sparsity=None, threads=1, cost_model="target") -> _Front:
     """compile's first two steps: import (ONNX path, torch.nn.Module) and graph passes. A Relax IRModule
     whose main calls kernels directly (a one-kernel module from `edgesparse tune`) passes through as it is."""
     import tvm
@@ -119,7 +120,7 @@ def _front(model, tgt: Target, tmp_dir: Path, step, *, name=None, input_shapes=N
     mod = optimize_graph(mod)
     sparse_layers: list = []
     mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
-                   report=sparse_layers, names=onnx_weight_names(proto))
+                   report=sparse_layers, names=onnx_weight_names(proto), cost_model=cost_model)
     mod = depthwise_s2_kernels(mod, tgt, threads=threads)
     return _Front(source, name, specs, output_names, mod, sparse_layers)
 
@@ -204,8 +205,10 @@ def compile(
     `threads` is the most threads the artifact will run with: kernels get parallel loops and the arena gets
     per-thread kernel scratch for that many. `profile` compiles the runtime's per-kernel timers in
     (-DES_PROFILE): the runner's bench then also prints per-call times (`edgesparse bench --profile`).
-    `tuned` applies the tile parameters `edgesparse tune` measured for this target ($EDGESPARSE_CACHE/tune/);
-    `tiles_for(layer key) -> dict | None` replaces that lookup (the tuner's candidates).
+    `tuned` applies the tile parameters `edgesparse tune` measured for this target ($EDGESPARSE_CACHE/tune/)
+    and the sparse/dense cost model `edgesparse calibrate` fitted ($EDGESPARSE_CACHE/cost/; without it, or
+    with tuned=False, the descriptor's [sparse_cost] decides `sparse="auto"`);
+    `tiles_for(layer key) -> dict | None` replaces the tile lookup (the tuner's candidates).
     """
     t_start = time.perf_counter()
     tgt = target if isinstance(target, Target) else get_target(target)
@@ -218,10 +221,12 @@ def compile(
     progress = progress or Progress.for_terminal()
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     tmp_dir.chmod(0o755)
+    cost_model = load_cost_model(tgt, cached=tuned)
     try:
         with progress.task(f"compile for {tgt.name}", total=6) as step:
             front = _front(model, tgt, tmp_dir, step, name=name, input_shapes=input_shapes,
-                           example_inputs=example_inputs, sparse=sparse, min_sparsity=min_sparsity, threads=threads)
+                           example_inputs=example_inputs, sparse=sparse, min_sparsity=min_sparsity, threads=threads,
+                           cost_model=cost_model)
             source, name, specs, output_names = front.source, front.name, front.specs, front.output_names
             sparse_layers = front.sparse_layers
             cname = c_identifier(name)
@@ -287,6 +292,7 @@ def compile(
             "max_threads": threads,
             "sparse_mode": sparse,
             "sparsify": [d.as_dict() for d in sparse_layers],
+            "cost_model": cost_model.as_dict() if cost_model is not None else None,
             "profile": profile,
             "arena_bytes": plan.arena_bytes,
             "activation_bytes": plan.activation_bytes,

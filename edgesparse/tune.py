@@ -183,16 +183,18 @@ class TuneReport:
         return sum(l.best_ms * l.count for l in self.layers)
 
 
-def tuning_device(spec: str | None, tgt: Target):
-    """The device to measure on; an emulated one (qemu) is refused: its timings are not latencies."""
+def tuning_device(spec: str | None, tgt: Target, command: str = "tune"):
+    """The device to measure on; an emulated one (qemu) is refused: its timings are not latencies.
+    ``command`` names what measures (tune, calibrate) in the refusal."""
     from . import devices
 
     spec = spec or tgt.default_device
     name = spec.partition(":")[0]
     cls = devices._DEVICES.get(name)  # noqa: SLF001 - checked before get_device's compatibility check
     if cls is not None and cls.emulated:
-        raise EdgesparseError(f"device '{name}' is emulated: its timings are not latencies, and tuning on it "
-                              f"would pick noise; tune {tgt.name} on a real device")
+        raise EdgesparseError(f"device '{name}' is emulated: its timings are not latencies, and measuring on it "
+                              f"would fit noise; {command} {tgt.name} on a real device (--device ssh:user@host, "
+                              f"adb)")
     return devices.get_device(spec, {"target": tgt.name, "default_device": tgt.default_device})
 
 

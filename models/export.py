@@ -2,7 +2,8 @@
 
 The cache lives in `$EDGESPARSE_CACHE/zoo/` (default `~/.cache/edgesparse/zoo/`). Files are written to a
 temporary name in the same folder and renamed into place, so a concurrent or interrupted export never
-leaves a half-written model behind.
+leaves a half-written model behind. A pruned variant is its dense model's (cached) export run through
+`edgesparse.prune.prune_onnx`, cached the same way (the pruning code is part of its key).
 """
 
 from __future__ import annotations
@@ -29,9 +30,19 @@ def cache_dir() -> Path:
     return base / "zoo"
 
 
+def _prune_source() -> Path:
+    from edgesparse import prune
+
+    return Path(prune.__file__)
+
+
 def cache_key(entry: ZooEntry, opset: int, torch_version: str) -> str:
     digest = hashlib.sha256(f"{entry.name}\0opset{opset}\0torch{torch_version}\0".encode())
-    for source in (entry.source_file, *(entry.source_file.with_name(s) for s in _SHARED_SOURCES)):
+    sources = [entry.source_file, *(entry.source_file.with_name(s) for s in _SHARED_SOURCES)]
+    if entry.sparsity is not None:
+        digest.update(f"pruned {entry.base} {entry.sparsity!r}\0".encode())
+        sources.append(_prune_source())
+    for source in sources:
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -81,6 +92,17 @@ def _to_onnx_bytes(entry: ZooEntry, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
+def _pruned_onnx_bytes(entry: ZooEntry, opset: int) -> bytes:
+    """The dense model's export, pruned with prune_onnx's defaults."""
+    from edgesparse.prune import prune_onnx
+
+    dense = export_onnx(entry.base, opset=opset)
+    with tempfile.TemporaryDirectory(prefix="edgesparse-zoo-") as tmp:
+        out = Path(tmp) / f"{entry.name}.onnx"
+        prune_onnx(dense, out, entry.sparsity)
+        return out.read_bytes()
+
+
 def export_onnx(name: str, path: str | os.PathLike | None = None, *, opset: int = 17) -> Path:
     """Export the named zoo model to ONNX (cached) and return the file; copied to `path` when given."""
     import torch
@@ -88,7 +110,8 @@ def export_onnx(name: str, path: str | os.PathLike | None = None, *, opset: int 
     entry = get_entry(name)
     cached = cache_dir() / f"{name}-opset{opset}-{cache_key(entry, opset, torch.__version__)}.onnx"
     if not cached.exists():
-        _atomic_write(_to_onnx_bytes(entry, opset), cached)
+        data = _pruned_onnx_bytes(entry, opset) if entry.sparsity is not None else _to_onnx_bytes(entry, opset)
+        _atomic_write(data, cached)
     if path is None:
         return cached
     destination = Path(path)

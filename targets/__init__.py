@@ -26,6 +26,9 @@ class Target:
     tiles: dict = field(default_factory=dict)
     # [bundle]: what is packaged beside the artifact for app developers (kind = "web" | "android"); empty: none
     bundle: dict = field(default_factory=dict)
+    # [sparse_cost]: default coefficients of the sparse/dense cost model (edgesparse/cost.py) for `--sparse auto`
+    # when the target has no calibration in the cache (`edgesparse calibrate`)
+    sparse_cost: dict = field(default_factory=dict)
 
     @property
     def vector_lanes_f32(self) -> int:
@@ -58,6 +61,7 @@ def _parse(text: str) -> Target:
         runner_name=tc["runner_name"],
         tiles=d.get("tiles", {}),
         bundle=d.get("bundle", {}),
+        sparse_cost=d.get("sparse_cost", {}),
     )
 
 

@@ -52,6 +52,16 @@ def test_zoo_list_and_export(tmp_path):
     assert_clean_error(edgesparse("zoo", "export", "alexnet", "-o", tmp_path / "a.onnx"), "unknown zoo model 'alexnet'")
 
 
+def test_compile_and_verify_take_a_zoo_name(tmp_path):
+    proc = edgesparse("compile", "mlp", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "out" / "mlp-x86_64" / "manifest.json").read_text())
+    assert manifest["name"] == "mlp" and manifest["inputs"][0]["shape"] == [1, 784]
+    proc = edgesparse("verify", "mlp", "out/mlp-x86_64", cwd=tmp_path)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr
+    assert_clean_error(edgesparse("compile", "mlp2", cwd=tmp_path), "mlp2", "no such file")
+
+
 def test_compile_run_verify_bench(tmp_path):
     model = small_model(tmp_path / "m.onnx")
     out = tmp_path / "art"

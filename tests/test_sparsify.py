@@ -1,5 +1,8 @@
 """Sparsify pass: small ONNX models with pruned weights, imported with from_onnx, rewritten, lowered with the
-compile spine's pass list, built with tvm.compile for the host and run in the Relax VM, against onnxruntime."""
+compile spine's pass list, built with tvm.compile for the host and run in the Relax VM, against onnxruntime.
+
+The rewrite tests use mode="on" (these layers are too small for any cost model to predict a gain); `auto`'s
+policy is tested with cost models built here, whose predictions are known."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
+from edgesparse.cost import DENSE_TERMS, SPARSE_TERMS, CostModel
 from edgesparse.errors import EdgesparseError
 from edgesparse.lower.relax_to_tir import lower_to_kernels
 from edgesparse.passes.sparsify import SparsifyPass, onnx_weight_names, sparsify
@@ -19,6 +23,24 @@ from edgesparse.prune import magnitude_prune, prune_onnx
 from edgesparse.targets import get_target
 
 HOST = get_target("x86_64")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """No calibration from the user's cache decides `auto` here."""
+    monkeypatch.setenv("EDGESPARSE_CACHE", str(tmp_path / "cache"))
+
+
+def fixed_cost(sparse: dict, dense: dict) -> CostModel:
+    """A cost model of HOST with the given ms per unit of a few terms, the others free."""
+    return CostModel(HOST, {t: sparse.get(t, 0.0) for t in SPARSE_TERMS}, {t: dense.get(t, 0.0) for t in DENSE_TERMS},
+                     "default")
+
+
+#: sparse 0.2 ms, dense 0.1 ms for every layer: sparse never pays
+DENSE_IS_CHEAP = fixed_cost({"call": 0.2}, {"call": 0.1})
+#: a microsecond per stored weight sparse, per weight dense: the gain is weights / stored weights
+BY_WEIGHTS = fixed_cost({"stored_weights": 1e-3}, {"weights": 1e-3})
 
 
 # --- model builders ---------------------------------------------------------------------------------------------
@@ -105,7 +127,7 @@ def test_conv1x1_bias_activation_rewritten(act, hw):
     g = Graph((1, 24, *hw), seed=hw[0])
     y = g.conv("x", 40, 24, sparsity=0.8)
     y = {"relu": lambda v: g.op("Relu", [v]), "relu6": g.relu6, "none": lambda v: v}[act](y)
-    report, lowered = compile_and_compare(g.model(y, (1, 40, *hw)))
+    report, lowered = compile_and_compare(g.model(y, (1, 40, *hw)), mode="on")
     (layer,) = report
     assert layer.sparse and layer.op == "conv2d" and layer.shape == (40, 24, 1, 1)
     assert abs(layer.sparsity - 0.8) < 0.01
@@ -117,7 +139,7 @@ def test_conv1x1_bias_activation_rewritten(act, hw):
 def test_conv1x1_without_bias_and_cout_remainder():
     g = Graph((1, 16, 5, 9))
     y = g.conv("x", 7, 16, sparsity=0.7, bias=False)
-    report, lowered = compile_and_compare(g.model(y, (1, 7, 5, 9)))
+    report, lowered = compile_and_compare(g.model(y, (1, 7, 5, 9)), mode="on")
     assert report[0].sparse and report[0].fused == []
 
 
@@ -128,7 +150,7 @@ def test_structured_blocks_choose_block4():
     wname = g.init(w.reshape(64, 32, 1, 1))
     y = g.op("Conv", ["x", wname, g.init(g.rng.standard_normal(64), "b")], kernel_shape=[1, 1])
     y = g.op("Relu", [y])
-    report, _ = compile_and_compare(g.model(y, (1, 64, 6, 6)))
+    report, _ = compile_and_compare(g.model(y, (1, 64, 6, 6)), mode="on")
     assert report[0].sparse and report[0].block == 4 and "_16x4_" in report[0].variant
 
 
@@ -141,6 +163,52 @@ def test_dense_weights_stay_dense_in_auto_and_rewritten_in_on():
     assert spmm_calls(lowered) == []
     report, lowered = compile_and_compare(model, mode="on")
     assert report[0].sparse and len(spmm_calls(lowered)) == 1
+
+
+def test_auto_follows_the_cost_model():
+    g = Graph((1, 16, 8, 8))
+    y = g.op("Relu", [g.conv("x", 32, 16, sparsity=0.8)])
+    model = g.model(y, (1, 32, 8, 8))
+    nnz = 32 * 16 - round(0.8 * 32 * 16)
+
+    report, lowered = compile_and_compare(model, cost_model=DENSE_IS_CHEAP)
+    (layer,) = report
+    assert not layer.sparse and spmm_calls(lowered) == []
+    assert layer.reason == "dense: predicted 0.50x (sparse 0.2 ms vs dense 0.1 ms)"
+    assert (layer.predicted_sparse_ms, layer.predicted_dense_ms, layer.predicted_gain) == (0.2, 0.1, 0.5)
+
+    report, lowered = compile_and_compare(model, cost_model=BY_WEIGHTS)
+    (layer,) = report
+    assert layer.sparse and spmm_calls(lowered) == [layer.kernel]
+    assert layer.predicted_gain == round(512 / nnz, 3) and layer.reason.startswith(f"sparse: predicted {512 / nnz:.2f}x")
+
+    # the sparsity threshold comes first; predictions are still reported
+    report, _ = compile_and_compare(model, cost_model=BY_WEIGHTS, min_sparsity=0.9)
+    assert not report[0].sparse and report[0].reason == "dense: sparsity 0.801 < min_sparsity 0.9"
+    assert report[0].predicted_gain == round(512 / nnz, 3)
+
+    # on/off do not ask the model, but report what it predicts
+    report, _ = compile_and_compare(model, mode="on", cost_model=DENSE_IS_CHEAP)
+    assert report[0].sparse and report[0].reason == "sparse: mode=on" and report[0].predicted_gain == 0.5
+    report, _ = compile_and_compare(model, mode="off", cost_model=BY_WEIGHTS)
+    assert not report[0].sparse and report[0].predicted_gain == round(512 / nnz, 3)
+
+    # without any cost model auto goes by sparsity alone, and says so
+    report, _ = compile_and_compare(model, cost_model=None)
+    assert report[0].sparse and report[0].reason.endswith("(no cost model)") and report[0].predicted_gain is None
+
+
+def test_auto_uses_the_targets_cost_model_by_default():
+    """The default cost model (descriptor's, no cache here) decides per layer: a big 90% layer goes sparse, a
+    small one whose call overhead dominates does not, each with its reason."""
+    g = Graph((1, 256, 14, 14))
+    y = g.op("Relu", [g.conv("x", 256, 256, sparsity=0.9)])
+    y = g.conv(y, 4, 256, sparsity=0.9)  # 4 output channels: 103 nonzeros, nothing to gain
+    report, lowered = compile_and_compare(g.model(y, (1, 4, 14, 14)))
+    big, small = report
+    assert big.sparse and big.predicted_gain > 1 and big.reason.startswith("sparse: predicted")
+    assert not small.sparse and small.predicted_gain <= 1 and small.reason.startswith("dense: predicted")
+    assert spmm_calls(lowered) == [big.kernel]
 
 
 def test_mode_off_rewrites_nothing():
@@ -172,7 +240,7 @@ def test_gemm_and_matmul_rewritten():
     y = g.op("Gemm", ["x", w1, g.init(g.rng.standard_normal(32), "b")], transB=1)
     y = g.op("Relu", [y])
     y = g.op("MatMul", [y, g.init(g.weight((32, 10), 0.7))])  # MatMul: W[K, N]
-    report, lowered = compile_and_compare(g.model(y, (1, 10)))
+    report, lowered = compile_and_compare(g.model(y, (1, 10)), mode="on")
     assert [l.op for l in report] == ["matmul", "matmul"]
     assert [l.name for l in report] == ["gemm3", "matmul6"]  # ONNX node names, found by weight digest
     assert all(l.sparse for l in report)
@@ -185,7 +253,7 @@ def test_conv_output_with_two_users_keeps_its_value():
     c = g.conv("x", 16, 16, sparsity=0.8, bias=False)
     r = g.op("Relu", [c])
     y = g.op("Add", [r, c])  # the conv result is used twice: the relu is not fused
-    report, lowered = compile_and_compare(g.model(y, (1, 16, 4, 4)))
+    report, lowered = compile_and_compare(g.model(y, (1, 16, 4, 4)), mode="on")
     assert report[0].sparse and report[0].fused == []
 
 
@@ -206,11 +274,17 @@ def test_mobilenet_like_block_pruned_with_prune_onnx(tmp_path):
     assert ("Conv", False, "first conv") in kinds and ("Gemm", False, "last fully-connected layer") in kinds
     assert ("Conv", False, "depthwise conv") in kinds
     assert sum(t.pruned for t in prune.layers) == 2
-    report, lowered = compile_and_compare(onnx.load(str(pruned_path)))
+    report, lowered = compile_and_compare(onnx.load(str(pruned_path)), cost_model=BY_WEIGHTS)
     sparse = [l for l in report if l.sparse]
     assert [l.shape for l in sparse] == [(32, 16, 1, 1), (64, 32, 1, 1)]
     assert all(l.fused == ["bias", "clamp(0,6)"] for l in sparse)
     assert {l.reason for l in report if not l.sparse} >= {"dense: 3x3 kernel (only 1x1 is sparse)"}
+    for l in sparse:  # BY_WEIGHTS: 1 us per weight, dense or stored
+        size = int(np.prod(l.shape))
+        nnz = size - round(0.8 * size)
+        assert l.reason == f"sparse: predicted {size / nnz:.2f}x (sparse {nnz * 1e-3:.3g} ms vs dense {size * 1e-3:.3g} ms)"
+    fc = report[-1]  # left dense by prune: the sparsity test comes before the cost model's
+    assert fc.reason == "dense: sparsity 0.000 < min_sparsity 0.5" and fc.predicted_gain == 1.0
 
 
 def test_sparsify_pass_object_and_bad_mode():
@@ -292,7 +366,7 @@ def relax_module(epilogue):
 def test_relax_epilogues_fused(name, epilogue, clamp):
     mod, ref = relax_module(epilogue)
     report = []
-    mod = sparsify(mod, HOST, report=report)
+    mod = sparsify(mod, HOST, report=report, mode="on")
     (layer,) = report
     assert layer.sparse and layer.fused == ["bias", f"clamp({clamp[0]:g},{clamp[1]:g})"], layer.fused
     target = HOST.tvm_target()

@@ -23,8 +23,8 @@ def edgesparse(*args, env=None):
 
 
 def conv_net(path):
-    """3x3 conv 3->16 + ReLU, depthwise 3x3 stride 2 + ReLU, 1x1 conv 16->24: one layer per tunable rule
-    family that a small net has, at 16x16."""
+    """3x3 conv 3->16 + ReLU, depthwise 3x3 stride 1 + ReLU, 1x1 conv 16->24: one layer per tunable rule
+    family that a small net has, at 16x16 (a stride-2 depthwise conv would run the untunable template)."""
     rng = np.random.default_rng(0)
 
     def init(name, *shape):
@@ -35,13 +35,12 @@ def conv_net(path):
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2],
-                         group=16),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4, group=16),
         helper.make_node("Relu", ["c2"], ["r2"]),
         helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], kernel_shape=[1, 1]),
     ]
     graph = helper.make_graph(nodes, "convnet", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 8, 8])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 16, 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
     onnx.save(model, path)

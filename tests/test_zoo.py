@@ -19,6 +19,7 @@ from edgesparse.models import export as zoo_export
 
 NAMES = ["mobilenet_v1", "mobilenet_v2", "resnet18", "mlp"]
 CNNS = ["mobilenet_v1", "mobilenet_v2", "resnet18"]
+PRUNED = [f"{base}-p{pct}" for base in ("mobilenet_v1", "mobilenet_v2") for pct in (70, 80, 90)]
 
 # Published parameter counts (weights + biases + BN affine; BN running statistics are buffers, not counted).
 PUBLISHED_PARAMETERS = {"mobilenet_v1": 4.23e6, "mobilenet_v2": 3.50e6, "resnet18": 11.69e6}
@@ -60,12 +61,18 @@ def seeded_input(name: str, seed: int = 1234) -> torch.Tensor:
     return torch.randn(zoo.ZOO[name].input_shape, generator=torch.Generator().manual_seed(seed))
 
 
-def test_zoo_lists_the_four_models_without_importing_torch():
+def test_zoo_lists_the_models_and_pruned_variants_without_importing_torch():
     code = "import sys, edgesparse.models as m; print(','.join(m.ZOO)); assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == ",".join(NAMES)
+    listed = result.stdout.strip().split(",")
+    assert sorted(listed) == sorted(NAMES + PRUNED)
+    assert listed.index("mobilenet_v1-p70") == listed.index("mobilenet_v1") + 1  # variants beside their model
     for name, entry in zoo.ZOO.items():
         assert entry.name == name and entry.input_name == "input" and entry.description
+        if name in PRUNED:
+            base = zoo.ZOO[entry.base]
+            assert entry.input_shape == base.input_shape and entry.sparsity == int(name[-2:]) / 100
+            assert f"{name[-2:]}%" in entry.description
 
 
 def test_unknown_model_is_a_user_error():
@@ -164,3 +171,90 @@ def test_cache_key_covers_opset_torch_version_and_source():
     assert key != zoo_export.cache_key(entry, 18, "2.13.0")
     assert key != zoo_export.cache_key(entry, 17, "2.14.0")
     assert key != zoo_export.cache_key(zoo.ZOO["resnet18"], 17, "2.13.0")
+
+
+# --- pruned variants ------------------------------------------------------------------------------------------------
+
+
+def initializers(path) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def weight_kinds(path) -> dict[str, str]:
+    """{weight initializer: "first conv" | "1x1" | "depthwise" | "fc" | "other conv"} of a zoo CNN."""
+    kinds, first = {}, True
+    for node in onnx.load(str(path)).graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Conv":
+            if first:
+                kinds[node.input[1]], first = "first conv", False
+            elif attrs.get("group", 1) > 1:
+                kinds[node.input[1]] = "depthwise"
+            else:
+                kinds[node.input[1]] = "1x1" if list(attrs["kernel_shape"]) == [1, 1] else "other conv"
+        elif node.op_type in ("Gemm", "MatMul"):
+            kinds[node.input[1]] = "fc"
+    return kinds
+
+
+@pytest.mark.parametrize("name", PRUNED)
+def test_pruned_variant_prunes_exactly_its_1x1_convs(name, onnx_files):
+    entry = zoo.ZOO[name]
+    pruned, dense = initializers(exported(onnx_files, name)), initializers(exported(onnx_files, entry.base))
+    kinds = weight_kinds(exported(onnx_files, name))
+    assert pruned.keys() == dense.keys()
+    assert sorted(set(kinds.values())) == ["1x1", "depthwise", "fc", "first conv"]
+    for key, w in pruned.items():
+        kind = kinds.get(key)
+        if kind != "1x1":  # stem, depthwise, classifier and every BN parameter: untouched
+            np.testing.assert_array_equal(w, dense[key], err_msg=f"{key} ({kind})")
+            continue
+        zeros = w.size - np.count_nonzero(w)
+        assert zeros == round(entry.sparsity * w.size), key  # exactly what magnitude_prune zeroes
+        kept = w != 0
+        np.testing.assert_array_equal(w[kept], dense[key][kept])  # the survivors keep their values...
+        assert np.abs(dense[key][kept]).min() >= np.abs(dense[key][~kept]).max()  # ...and are the largest
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1-p90", "mobilenet_v2-p70"])
+def test_pruned_variant_really_changes_the_outputs_and_builds_in_torch(name, onnx_files):
+    x = seeded_input(name)
+    outputs = {}
+    for model in (name, zoo.ZOO[name].base):
+        session = ort.InferenceSession(str(exported(onnx_files, model)), providers=["CPUExecutionProvider"])
+        (outputs[model],) = session.run(["output"], {"input": x.numpy()})
+    scale = float(np.abs(outputs[name]).max())
+    assert np.abs(outputs[name] - outputs[zoo.ZOO[name].base]).max() > 0.1 * scale
+    with torch.no_grad():  # build() is the pruned network as PyTorch: the same function as the pruned ONNX
+        reference = zoo.build(name)(x).numpy()
+    np.testing.assert_allclose(outputs[name], reference, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_pruned_variant_is_cached_and_keyed_on_the_pruning(onnx_files, monkeypatch, tmp_path):
+    first = exported(onnx_files, "mobilenet_v1-p80")
+
+    def must_not_prune(*args, **kwargs):
+        raise AssertionError("pruned again despite a cached file")
+
+    monkeypatch.setattr(zoo_export, "_pruned_onnx_bytes", must_not_prune)
+    assert zoo.export_onnx("mobilenet_v1-p80") == first
+    key = zoo_export.cache_key(zoo.ZOO["mobilenet_v1-p80"], 17, "2.13.0")
+    assert key != zoo_export.cache_key(zoo.ZOO["mobilenet_v1"], 17, "2.13.0")
+    assert key != zoo_export.cache_key(zoo.ZOO["mobilenet_v1-p90"], 17, "2.13.0")
+    monkeypatch.setattr(zoo_export, "_prune_source", lambda: tmp_path / "prune.py")
+    (tmp_path / "prune.py").write_text("# another pruning\n")
+    assert zoo_export.cache_key(zoo.ZOO["mobilenet_v1-p80"], 17, "2.13.0") != key
+
+
+def test_pruned_variants_through_the_cli_and_sweep(tmp_path, onnx_files):
+    from edgesparse.harness.sweep import resolve_model
+
+    listed = subprocess.run([sys.executable, "-m", "edgesparse", "zoo", "list"], capture_output=True, text=True)
+    assert all(name in listed.stdout for name in PRUNED), listed.stdout
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run([sys.executable, "-m", "edgesparse", "zoo", "export", "mobilenet_v2-p90", "-o", out],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == exported(onnx_files, "mobilenet_v2-p90").read_bytes()
+    swept = resolve_model("mobilenet_v2-p90", tmp_path)  # what `edgesparse sweep` and benchmarks/ start from
+    assert swept.read_bytes() == out.read_bytes()

@@ -11,10 +11,12 @@ Input: a Relax module as the frontend leaves it after ``DecomposeOpsForInference
   any chain of ``R.nn.relu``, ``R.clip``, ``R.maximum``/``R.minimum`` by a scalar constant (and the
   ``maximum``/``minimum`` ``call_tir`` that ``FoldConstant`` leaves for ONNX ``Clip``) folded into one clamp.
 
-Policy: ``mode="auto"`` rewrites a layer when its weight sparsity >= ``min_sparsity``; ``"on"`` rewrites every
-eligible layer (XNNPACK's choice: all 1x1 convs of a sparse network, dense ones too); ``"off"`` rewrites
-nothing but still reports. Every conv2d/matmul with a constant weight gets a :class:`LayerDecision` in
-``report`` (name, shape, sparsity, block, sparse or dense and why), for the manifest.
+Policy: ``mode="auto"`` rewrites a layer when its weight sparsity >= ``min_sparsity`` and the target's cost
+model (edgesparse/cost.py: calibrated on a device, else the descriptor's default) predicts the sparse kernel
+faster than the dense one; ``"on"`` rewrites every eligible layer (XNNPACK's choice: all 1x1 convs of a sparse
+network, dense ones too); ``"off"`` rewrites nothing but still reports. Every conv2d/matmul with a constant
+weight gets a :class:`LayerDecision` in ``report`` (name, shape, sparsity, block, predicted times, sparse or
+dense and why), for the manifest. The pass knows no instructions: the cost model knows the kernels' tiling.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from tvm import relax
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from edgesparse.cost import CostModel, LayerShape, load_cost_model
 from edgesparse.errors import EdgesparseError
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
+    compact_stride,
     make_spmm_kernel,
     pack_spmm_weights,
     packed_tile_stride,
@@ -65,6 +69,10 @@ class LayerDecision:
     packed_bytes: int | None = None
     dense_bytes: int | None = None
     weight_digest: str = ""  # sha1 of the weight as imported (OIHW or [K, N] float32): matches onnx_weight_names
+    # the cost model's predictions for an eligible layer (None when not eligible or no cost model)
+    predicted_dense_ms: float | None = None
+    predicted_sparse_ms: float | None = None
+    predicted_gain: float | None = None  # dense / sparse: above 1 sparse is predicted faster
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -254,7 +262,24 @@ def _eligible(value) -> tuple[str, str | None]:
     raise AssertionError(name)
 
 
-def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = None) -> list[_Layer]:
+def _decide(d: LayerDecision, mode: str, sparsity: float, min_sparsity: float, predicted: bool) -> None:
+    """Sets ``d.sparse`` and ``d.reason`` (an eligible layer whose predictions, if any, are filled in)."""
+    if mode == "off":
+        d.sparse, d.reason = False, "dense: mode=off"
+    elif mode == "on":
+        d.sparse, d.reason = True, "sparse: mode=on"
+    elif sparsity < min_sparsity:
+        d.sparse, d.reason = False, f"dense: sparsity {sparsity:.3f} < min_sparsity {min_sparsity:g}"
+    elif not predicted:
+        d.sparse, d.reason = True, f"sparse: sparsity {sparsity:.3f} >= min_sparsity {min_sparsity:g} (no cost model)"
+    else:
+        d.sparse = d.predicted_gain > 1.0
+        times = f"sparse {d.predicted_sparse_ms:.3g} ms vs dense {d.predicted_dense_ms:.3g} ms"
+        d.reason = f"{'sparse' if d.sparse else 'dense'}: predicted {d.predicted_gain:.2f}x ({times})"
+
+
+def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = None,
+                cost_model: CostModel | None = None, threads: int = 1) -> list[_Layer]:
     """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one."""
     counts = _use_counts(func)
     users: dict = {}
@@ -319,14 +344,12 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
         decision.block = choose_block(w)
         decision.fused = fused
         decision.dense_bytes = int(w.size * 4 + (cout * 4 if bias is not None else 0))
-        if mode == "off":
-            decision.reason = "dense: mode=off"
-        elif mode == "on":
-            decision.sparse, decision.reason = True, "sparse: mode=on"
-        elif sparsity >= min_sparsity:
-            decision.sparse, decision.reason = True, f"sparse: sparsity {sparsity:.3f} >= min_sparsity {min_sparsity:g}"
-        else:
-            decision.reason = f"dense: sparsity {sparsity:.3f} < min_sparsity {min_sparsity:g}"
+        if cost_model is not None:
+            p = cost_model.predict(LayerShape.from_weight(w, pixels, decision.block), threads)
+            decision.predicted_dense_ms = round(p.dense_ms, 6)
+            decision.predicted_sparse_ms = round(p.sparse_ms, 6)
+            decision.predicted_gain = round(p.gain, 3)
+        _decide(decision, mode, sparsity, min_sparsity, cost_model is not None)
         layers.append(_Layer(decision, value.args[0], w, bias, clamp, end, inner))
     return layers
 
@@ -374,6 +397,7 @@ class _SparsifyMutator(PyExprMutator):
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
         stride = (packed_tile_stride(d.pixels, mr, lanes, d.block, acc_registers, self.threads) if pack_tile
                   else d.pixels)
+        stride = compact_stride(chunk if pack_tile else layer.w.shape[1], stride)
         packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk, stride=stride,
                                    chunk_local=pack_tile)
         x = self.visit_expr(layer.x)
@@ -408,13 +432,16 @@ def sparsify(
     threads: int = 1,
     report: list | None = None,
     names: dict | None = None,
+    cost_model: CostModel | None | str = "target",
 ) -> tvm.IRModule:
     """Rewrite eligible layers of every Relax function in ``mod`` (see the module doc); append one
     :class:`LayerDecision` per conv2d/matmul with a constant weight to ``report``.
 
     ``target``: an ``edgesparse.targets.Target`` or its name (it sets the kernels' pixel tile).
     ``names``: optional ``{weight digest: layer name}``, e.g. :func:`onnx_weight_names` of the source model.
-    ``min_sparsity`` defaults to the descriptor's ``tiles.spmm_min_sparsity``, else 0.5."""
+    ``min_sparsity`` defaults to the descriptor's ``tiles.spmm_min_sparsity``, else 0.5.
+    ``cost_model``: ``"target"`` (default) for the target's (:func:`edgesparse.cost.load_cost_model`: its cached
+    calibration, else the descriptor's ``[sparse_cost]``); None for none: ``auto`` then goes by sparsity alone."""
     if mode not in MODES:
         raise EdgesparseError(f"sparsify mode '{mode}' is not one of {', '.join(MODES)}")
     if isinstance(target, str):
@@ -425,10 +452,15 @@ def sparsify(
         min_sparsity = float(target.tiles.get("spmm_min_sparsity", DEFAULT_MIN_SPARSITY))
     if not 0.0 <= min_sparsity <= 1.0:
         raise EdgesparseError(f"min_sparsity {min_sparsity} is not in [0, 1]")
+    if isinstance(cost_model, str):
+        if cost_model != "target":
+            raise EdgesparseError(f"sparsify cost_model '{cost_model}' is not a CostModel, None or 'target'")
+        cost_model = load_cost_model(target)
     layers_by_func = {}
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity, names=names)
+            layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity, names=names,
+                                             cost_model=cost_model, threads=threads)
     out = _SparsifyMutator(mod, target, threads).rewrite(layers_by_func)
     if report is not None:
         for layers in layers_by_func.values():
@@ -440,12 +472,12 @@ class SparsifyPass:
     """``sparsify`` as a callable module pass; ``.report`` holds the decisions of the last run."""
 
     def __init__(self, target, *, mode: str = "auto", min_sparsity: float | None = None, threads: int = 1,
-                 names: dict | None = None):
+                 names: dict | None = None, cost_model: CostModel | None | str = "target"):
         self.target, self.mode, self.min_sparsity, self.threads = target, mode, min_sparsity, threads
-        self.names = names
+        self.names, self.cost_model = names, cost_model
         self.report: list[LayerDecision] = []
 
     def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
         self.report = []
         return sparsify(mod, self.target, mode=self.mode, min_sparsity=self.min_sparsity, threads=self.threads,
-                        report=self.report, names=self.names)
+                        report=self.report, names=self.names, cost_model=self.cost_model)
