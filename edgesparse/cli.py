@@ -98,6 +98,11 @@ def _print_sparse_decisions(manifest: dict) -> None:
         compiled_ms = sum(l["predicted_sparse_ms"] if l["sparse"] else l["predicted_dense_ms"] for l in predicted)
         click.echo(f"predicted time of the {len(predicted)} 1x1/FC layers: {dense_ms:.3f} ms dense, "
                    f"{compiled_ms:.3f} ms as compiled ({dense_ms / compiled_ms:.2f}x)")
+    region = (manifest.get("layout") or {}).get("sparse_region")
+    if region:
+        click.echo(f"layout: NCHW in every kernel; sparse region calls {region['first_call']}..{region['last_call']} "
+                   f"({region['sparse_calls']} sparse, {region['dense_calls_inside']} dense between them, all CHW): "
+                   f"{len(manifest['layout']['conversions'])} layout conversions")
     cost_model = manifest.get("cost_model")
     click.echo(f"cost model: {cost_model['description'] if cost_model else 'none (the target has no [sparse_cost])'}")
     dense_bytes = sum(l["dense_bytes"] or 0 for l in sparse)

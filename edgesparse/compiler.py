@@ -142,6 +142,21 @@ def lower_model(model, target: str | Target, *, input_shapes=None, sparse="auto"
     return captured[0]
 
 
+def _layout_plan(kernels: list[str], decisions: list) -> dict:
+    """How activations are laid out through the network as compiled. Every kernel edgesparse emits reads and
+    writes NCHW, which at batch 1 is the CHW layout the f32-spmm kernels need (Fast Sparse ConvNets), so the
+    sparse region (first to last sparse call) runs its depthwise, pooling and elementwise kernels in CHW too and
+    is entered and left without a single layout conversion. Recorded so that a change which inserts one shows."""
+    sparse = {d.kernel for d in decisions if d.sparse}
+    at = [i for i, k in enumerate(kernels) if k in sparse]
+    region = None
+    if at:
+        inside = kernels[at[0]: at[-1] + 1]
+        region = {"first_call": at[0], "last_call": at[-1], "sparse_calls": len(at),
+                  "dense_calls_inside": len(inside) - len(at)}
+    return {"activations": "NCHW", "sparse_region": region, "conversions": []}
+
+
 def _layer_kind(kernel: str) -> str:
     if "__" in kernel:  # a template variant, named by what it is; "__<n>" makes its symbol unique
         return kernel.split("__")[0]
@@ -304,6 +319,7 @@ def compile(
                  **({"tiles": tiles_used[c.func]} if c.func in tiles_used else {})}
                 for c in plan.calls
             ],
+            "layout": _layout_plan([c.func for c in plan.calls], sparse_layers),
             "files": {
                 "header": header,
                 "source": f"{cname}.c",

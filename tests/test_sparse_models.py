@@ -54,6 +54,14 @@ def test_pruned_mobilenet_runs_sparse_and_matches_onnxruntime(zoo_onnx, tmp_path
     spmm = [l for l in res.manifest["layers"] if l["kernel"].startswith("f32_spmm_")]
     assert len(spmm) == 13  # the artifact really calls the sparse kernels
     assert res.manifest["cost_model"]["source"] == "default"
+    # CHW through the sparse region: the 12 depthwise convs between the first and last sparse call run in the
+    # same layout, and no layout conversion is inserted anywhere
+    layout = res.manifest["layout"]
+    assert layout["activations"] == "NCHW" and layout["conversions"] == []
+    region = layout["sparse_region"]
+    assert region["sparse_calls"] == 13 and region["dense_calls_inside"] == 12, region
+    calls = [l["kernel"] for l in res.manifest["layers"]]
+    assert calls[region["first_call"]].startswith("f32_spmm_") and calls[region["last_call"]].startswith("f32_spmm_")
 
     rep = verify(model, res.out_dir)  # the target's default device
     assert rep.ok, [(o.name, o.max_abs_error, o.scale) for o in rep.outputs]
