@@ -314,11 +314,15 @@ def calibrate_cmd(target, device, runs):
 @click.option("--output", "-o", "out", required=True, help="Where to write the pruned .onnx.")
 @click.option("--prune-first-conv", is_flag=True, help="Also prune the first convolution (left dense by default).")
 @click.option("--prune-last-fc", is_flag=True, help="Also prune the last fully-connected layer.")
-def prune_cmd(model, sparsity, out, prune_first_conv, prune_last_fc):
-    """Magnitude-prune MODEL's conv and linear weights to SPARSITY (unstructured, per layer)."""
+@click.option("--block", type=click.Choice(["1", "2", "4"]), default="1", show_default=True,
+              help="Prune blocks of this many output channels together (1: unstructured); blocks of 4 run about "
+                   "twice as fast in the sparse kernels.")
+def prune_cmd(model, sparsity, out, prune_first_conv, prune_last_fc, block):
+    """Magnitude-prune MODEL's conv and linear weights to SPARSITY (per layer; unstructured unless --block)."""
     from .prune import prune_onnx
 
-    rep = prune_onnx(model, out, sparsity, skip_first_conv=not prune_first_conv, skip_last_fc=not prune_last_fc)
+    rep = prune_onnx(model, out, sparsity, skip_first_conv=not prune_first_conv, skip_last_fc=not prune_last_fc,
+                     block=int(block))
     click.echo(f"{model} -> {out}: {len(rep.layers)} weight tensors, overall sparsity {rep.overall_sparsity:.1%}")
 
 

@@ -1,4 +1,10 @@
-"""Magnitude pruning of an ONNX model's weights: per layer, unstructured, the smallest |w| set to zero.
+"""Magnitude pruning of an ONNX model's weights: per layer, the smallest |w| set to zero; unstructured, or in
+blocks of ``block`` consecutive output channels sharing an input position (ranked by the block's L2 norm).
+
+Blocks are the structure the blocked f32-spmm kernels exploit (kernels/spmm: one activation load feeds
+``block`` output rows). Measured on the x86 host (AVX-512, 512x512 at 14x14): 90% unstructured 0.106 ms
+(97 GFLOP/s on nonzeros), 90% in blocks of 4 0.054 ms (190 GFLOP/s); 70%: 0.327 vs 0.144 ms. Fast Sparse
+ConvNets reports the accuracy side: blocks cost some accuracy at equal sparsity.
 
 Pruned: float initializers used as the weight of Conv (input 1), Gemm (input 1) and MatMul (either input that is
 an initializer, rank >= 2). Left dense by default: the first Conv of the graph (3-channel stem, little weight)
@@ -59,8 +65,22 @@ class PruneReport:
         }
 
 
-def magnitude_prune(w: np.ndarray, sparsity: float) -> np.ndarray:
-    """Zero the ``round(sparsity * w.size)`` smallest-magnitude entries of ``w`` (ties broken by position)."""
+def magnitude_prune(w: np.ndarray, sparsity: float, block: int = 1, out_axis: int = 0) -> np.ndarray:
+    """Zero the ``round(sparsity * w.size)`` smallest-magnitude entries of ``w`` (ties broken by position); with
+    ``block > 1``, the smallest-L2-norm blocks of ``block`` consecutive indices along ``out_axis`` (the output
+    channels) at one position of the other axes. Output channels beyond a whole number of blocks are pruned
+    unstructured to the same sparsity."""
+    if block > 1 and w.ndim >= 2 and w.shape[out_axis] >= block:
+        moved = np.moveaxis(w, out_axis, 0)
+        rows = moved.reshape(moved.shape[0], -1)
+        nfull = rows.shape[0] // block
+        groups = rows[: nfull * block].reshape(nfull, block, -1)
+        norms = np.sqrt((groups.astype(np.float64) ** 2).sum(axis=1))  # [nfull, positions]
+        keep = magnitude_prune(norms, sparsity) != 0
+        kept = rows.copy()
+        kept[: nfull * block] = (groups * keep[:, None, :]).reshape(nfull * block, -1)
+        kept[nfull * block:] = magnitude_prune(rows[nfull * block:], sparsity)
+        return np.moveaxis(kept.reshape(moved.shape), 0, out_axis)
     k = int(round(sparsity * w.size))
     out = w.copy()
     if k <= 0:
@@ -69,6 +89,16 @@ def magnitude_prune(w: np.ndarray, sparsity: float) -> np.ndarray:
     order = np.argsort(np.abs(flat), kind="stable")
     flat[order[:k]] = 0
     return out
+
+
+def _output_axis(node, op: str, name: str, ndim: int) -> int | None:
+    """The output-channel axis of weight ``name`` of ``node`` (None when it has none: a MatMul's left input)."""
+    if op == "Conv":
+        return 0
+    if op == "Gemm":
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        return 0 if trans_b else 1
+    return ndim - 1 if len(node.input) > 1 and node.input[1] == name else None
 
 
 def _weight_uses(graph) -> list[tuple]:
@@ -93,10 +123,14 @@ def prune_onnx(
     skip_first_conv: bool = True,
     skip_last_fc: bool = True,
     skip_depthwise: bool = True,
+    block: int = 1,
 ) -> PruneReport:
-    """Prune ``in_path`` to ``sparsity`` per layer and save it to ``out_path``; return what was done per weight."""
+    """Prune ``in_path`` to ``sparsity`` per layer (in blocks of ``block`` output channels when > 1) and save it
+    to ``out_path``; return what was done per weight."""
     if not 0.0 <= sparsity < 1.0:
         raise EdgesparseError(f"sparsity {sparsity} is not in [0, 1)")
+    if block not in (1, 2, 4):
+        raise EdgesparseError(f"block {block} is not 1, 2 or 4 (the output-channel blocks of the sparse kernels)")
     in_path, out_path = Path(in_path), Path(out_path)
     if not in_path.exists():
         raise EdgesparseError(f"model file '{in_path}' does not exist")
@@ -137,11 +171,14 @@ def prune_onnx(
         elif use_count.get(name, 0) > 1:
             reason = "weight shared by several nodes"
         if reason is None:
-            pruned = magnitude_prune(w, sparsity)
+            axis = _output_axis(node, op, name, w.ndim)
+            b = block if axis is not None else 1
+            pruned = magnitude_prune(w, sparsity, b, axis or 0)
             tensor.CopyFrom(numpy_helper.from_array(pruned.astype(w.dtype), name))
             after = 1.0 - np.count_nonzero(pruned) / w.size
+            how = f"magnitude to {sparsity:g}" + (f" in blocks of {b} output channels" if b > 1 else "")
             layers.append(PrunedTensor(name, node.name, op, tuple(w.shape), round(float(before), 6),
-                                       round(float(after), 6), True, f"magnitude to {sparsity:g}"))
+                                       round(float(after), 6), True, how))
         else:
             layers.append(PrunedTensor(name, node.name, op, tuple(w.shape), round(float(before), 6),
                                        round(float(before), 6), False, f"kept dense: {reason}"))

@@ -376,3 +376,23 @@ def test_relax_epilogues_fused(name, epilogue, clamp):
     xv = np.random.default_rng(5).standard_normal((1, 16, 6, 6)).astype(np.float32)
     got = vm["main"](tvm.runtime.tensor(xv)).numpy()
     np.testing.assert_allclose(got, np.clip(ref(xv), *clamp), rtol=1e-4, atol=1e-5)
+
+
+def test_block_pruning_zeroes_whole_output_channel_blocks(tmp_path):
+    """--block 4: every input position keeps or drops 4 consecutive output channels together (conv axis 0,
+    Gemm transB=1 axis 0), the sparsity is exact on whole blocks, and the packer then chooses blocks of 4."""
+    from edgesparse.kernels.spmm import choose_block
+    from edgesparse.prune import magnitude_prune
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 32, 1, 1)).astype(np.float32)
+    p = magnitude_prune(w, 0.75, block=4, out_axis=0)
+    nz = (p.reshape(16, 4, 32) != 0)
+    assert (nz.all(axis=1) | ~nz.any(axis=1)).all()  # blocks are all kept or all zero
+    assert (p == 0).mean() == 0.75
+    kept = np.sqrt((w.reshape(16, 4, 32) ** 2).sum(1))
+    assert kept[nz.any(axis=1)].min() >= kept[~nz.any(axis=1)].max()  # the largest-norm blocks survive
+    assert choose_block(p.reshape(64, 32)) == 4
+    fc = rng.standard_normal((10, 30)).astype(np.float32)  # 10 rows: 2 blocks of 4 + 2 rows unstructured
+    q = magnitude_prune(fc, 0.5, block=4, out_axis=0)
+    assert (q[:8].reshape(2, 4, 30) != 0).any(axis=1).sum() == 30 and (q[8:] == 0).mean() == 0.5

@@ -1,0 +1,167 @@
+"""The stride-2 templates (kernels/stride2: depthwise, and k x k over a few input channels) against a numpy
+reference, over edge shapes: row widths below, at and between vector widths (pieces 16 + 8 + 4 + 2 + 1),
+one-row and odd-height planes, 3x3, 5x5 and 7x7, every epilogue, threads, channel counts that the output
+block does or does not divide; and the graph pass that routes stride-2 convolutions to them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tvm
+
+from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
+from edgesparse.targets import get_target
+
+HOST = get_target("x86_64")
+CLAMPS = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "minmax": (-0.5, 0.75)}
+
+
+def reference(x, w, b, k, pad, clamp, depthwise=True):
+    """Direct loops in float64: y[f, i, j] = b[f] + sum x[c, 2i + ry - pad, 2j + rx - pad] w[f, c, ry, rx] over
+    c = f (depthwise) or every input channel."""
+    _, c, h, wd = x.shape
+    xp = np.zeros((c, h + 2 * pad, wd + 2 * pad))
+    xp[:, pad:pad + h, pad:pad + wd] = x[0]
+    ho, wo = (h + 2 * pad - k) // 2 + 1, (wd + 2 * pad - k) // 2 + 1
+    y = np.zeros((w.shape[0], ho, wo)) + b[:, None, None]
+    for ry in range(k):
+        for rx in range(k):
+            taps = xp[:, ry:ry + 2 * ho:2, rx:rx + 2 * wo:2]  # [c, ho, wo]
+            if depthwise:
+                y += w[:, 0, ry, rx][:, None, None] * taps
+            else:
+                y += np.einsum("fc,chw->fhw", w[:, :, ry, rx], taps)
+    if clamp is not None:
+        y = np.clip(y, *clamp)
+    return y[None].astype(np.float32)
+
+
+def run(c, h, w, k, clamp=None, threads=1, target=HOST):
+    spec = DepthwiseS2Spec(c, h, w, k, k // 2, target.vector_lanes_f32, clamp, threads)
+    ex = tvm.compile(tvm.IRModule({"k": make_depthwise_s2_kernel(spec, "k")}), target=target.tvm_target())
+    rng = np.random.default_rng(c * 1000 + h * 10 + w)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    want = reference(x, wt, b, k, k // 2, clamp)
+    y = np.full(want.shape, np.nan, np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, wt, b, y)]
+    ex.mod["k"](*args)
+    np.testing.assert_allclose(args[-1].numpy(), want, rtol=1e-5, atol=1e-5)
+    return spec
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("w", [4, 6, 8, 14, 16, 28, 32, 34, 62, 112])
+def test_row_widths(w, k):
+    run(3, 6, w, k)
+
+
+@pytest.mark.parametrize("h", [1, 2, 3, 7, 13])
+def test_plane_heights(h):
+    run(2, h, 20, 3, clamp=(0.0, 6.0))
+
+
+@pytest.mark.parametrize("epilogue", list(CLAMPS))
+def test_epilogues(epilogue):
+    spec = run(4, 10, 24, 3, clamp=CLAMPS[epilogue])
+    assert spec.variant == f"f32_dwconv3x3s2_{HOST.vector_lanes_f32}_{epilogue}"
+
+
+def test_threads_split_channels():
+    run(7, 12, 28, 3, clamp=(0.0, 6.0), threads=2)
+
+
+def test_mobilenet_v1_first_stride2_layer_on_avx512_descriptor():
+    if "avx512f" not in open("/proc/cpuinfo").read():
+        pytest.skip("host without AVX-512: the x86_64-avx512 kernel cannot run here")
+    run(64, 112, 112, 3, clamp=(0.0, 6.0), target=get_target("x86_64-avx512"))
+
+
+def test_unsupported_shapes_are_refused():
+    assert DepthwiseS2Spec(4, 8, 7, 3, 1, 8).supported() == "odd input width 7"
+    assert "3x3 pad 1" in DepthwiseS2Spec(4, 8, 8, 3, 0, 8).supported()
+    assert "3x3 pad 1" in DepthwiseS2Spec(4, 8, 8, 7, 3, 8).supported()
+    assert "below 4" in DepthwiseS2Spec(4, 8, 2, 3, 1, 8).supported()
+    assert "at most 4" in ConvS2Spec(5, 8, 8, 8, 3, 1, 8, 12).supported()
+    assert "odd k" in ConvS2Spec(3, 8, 8, 8, 4, 2, 8, 12).supported()
+    assert DepthwiseS2Spec(4, 8, 8, 5, 2, 8).supported() is None
+
+
+def run_conv(cin, cout, h, w, k, clamp=None, threads=1, acc=12, target=HOST):
+    spec = ConvS2Spec(cin, cout, h, w, k, k // 2, target.vector_lanes_f32, acc, clamp, threads)
+    ex = tvm.compile(tvm.IRModule({"k": make_conv_s2_kernel(spec, "k")}), target=target.tvm_target())
+    rng = np.random.default_rng(cin * 1000 + cout * 100 + w)
+    x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
+    wt = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    want = reference(x, wt, b, k, k // 2, clamp, depthwise=False)
+    y = np.full(want.shape, np.nan, np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, wt, b, y)]
+    ex.mod["k"](*args)
+    np.testing.assert_allclose(args[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+    return spec
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+@pytest.mark.parametrize("w", [4, 10, 16, 30, 64, 112])
+def test_conv_row_widths_and_kernels(w, k):
+    run_conv(3, 8, 5, w, k, clamp=(0.0, 6.0))
+
+
+@pytest.mark.parametrize("cin", [1, 2, 3, 4])
+@pytest.mark.parametrize("cout", [1, 5, 7, 12, 32])
+def test_conv_channels(cin, cout):
+    spec = run_conv(cin, cout, 6, 20, 3)
+    mr, nv = spec.tile
+    assert cout % mr == 0 and mr * nv <= 12
+
+
+@pytest.mark.parametrize("epilogue", list(CLAMPS))
+def test_conv_epilogues_threads_and_budgets(epilogue):
+    run_conv(3, 16, 9, 24, 3, clamp=CLAMPS[epilogue], threads=2, acc=24)
+    run_conv(3, 16, 1, 24, 3, clamp=CLAMPS[epilogue], acc=4)
+
+
+def test_conv_mobilenet_first_layer_on_avx512_descriptor():
+    if "avx512f" not in open("/proc/cpuinfo").read():
+        pytest.skip("host without AVX-512: the x86_64-avx512 kernel cannot run here")
+    spec = run_conv(3, 32, 224, 224, 3, clamp=(0.0, 6.0), acc=24, target=get_target("x86_64-avx512"))
+    assert spec.variant == "f32_conv3x3s2_4x64_relu6"
+
+
+def test_compile_routes_stride2_depthwise_to_the_template(tmp_path):
+    """Through compile: a depthwise 3x3 s2 conv + bias + Clip runs the template (fused into one call), and so does
+    a 3-channel 3x3 s2 conv; the depthwise conv on an odd-width input stays with the window schedule; all equal
+    ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesparse.compiler import compile as compile_model
+    from edgesparse.compiler import load_manifest
+    from edgesparse.harness.verify import verify
+
+    rng = np.random.default_rng(0)
+    for width, routed, group in ((24, "f32_dwconv3x3s2_8_relu6", True), (21, None, True),
+                                 (24, "f32_conv3x3s2_8x8_relu6", False)):
+        c = 8 if group else 3
+        w = numpy_helper.from_array(rng.standard_normal((8, 1 if group else c, 3, 3)).astype(np.float32), "w")
+        b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
+        lo = numpy_helper.from_array(np.array(0.0, np.float32), "lo")
+        hi = numpy_helper.from_array(np.array(6.0, np.float32), "hi")
+        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=c if group else 1, kernel_shape=[3, 3],
+                                  pads=[1, 1, 1, 1],
+                                  strides=[2, 2]),
+                 helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+        ho, wo = 5, (width + 1) // 2
+        g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 10, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, ho, wo])], [w, b, lo, hi])
+        path = tmp_path / f"s2_{width}_{group}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        out = compile_model(path, target="x86_64", out_dir=tmp_path / path.stem).out_dir
+        kinds = [layer["kind"] for layer in load_manifest(out)["layers"]]
+        assert kinds == [routed] if routed else not kinds[0].startswith("f32_"), kinds
+        rep = verify(path, out)
+        assert rep.ok and rep.worst < 1e-5, rep.outputs
