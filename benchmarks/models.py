@@ -3,10 +3,13 @@ on x86-64 and against onnxruntime-web in Node.
 
     python benchmarks/models.py                                   # zoo CNNs, dense (issue 5)
     python benchmarks/models.py --models mobilenet_v1 --sparsity 0.9 --sparsity 0.7   # pruned (issue 6)
+    python benchmarks/models.py --models mobilenet_v1 --sparsity 0.9 --block 4        # 4-channel blocks
 
 Per row: median ms over --runs after --warmup, the spread ((p90-p10)/2 as % of the median), and the ratio
-peer/edgesparse (above 1: edgesparse is faster). Every engine gets the same seeded input; outputs are
-checked against the peer's. Writes --json. Timings on a shared machine move: trust the ratios of one run.
+peer/edgesparse (above 1: edgesparse is faster); on pruned models also dense/sparse. The sparse build is
+`--sparse auto` (what a user gets: the cost model decides per layer), the dense one `--sparse off`. Every
+engine gets the same seeded input; outputs are checked against the peer's. Writes --json. Timings on a shared
+machine move: trust the ratios of one run.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def main() -> None:
     ap.add_argument("--models", default="mobilenet_v1,mobilenet_v2,resnet18")
     ap.add_argument("--sparsity", type=float, action="append", default=None,
                     help="prune to this sparsity and compare sparse, dense and the peer (repeatable)")
+    ap.add_argument("--block", type=int, default=1, choices=(1, 2, 4),
+                    help="prune blocks of this many output channels (edgesparse prune --block)")
     ap.add_argument("--setups", default=",".join(f"{t}:{d}:{n}" for t, d, n in SETUPS),
                     help="comma-separated TARGET:DEVICE:THREADS")
     ap.add_argument("--runs", type=int, default=30)
@@ -59,14 +64,15 @@ def main() -> None:
             base = export_onnx(model, tmp / f"{model}.onnx")
             variants = [(f"{model}", base, [("dense", "off")])]
             for s in args.sparsity or []:
-                pruned = tmp / f"{model}-{s:g}.onnx"
-                prune_onnx(base, pruned, s)
-                variants.append((f"{model} @{s:.0%}", pruned, [("sparse", "on"), ("dense", "off")]))
+                pruned = tmp / f"{model}-{s:g}-b{args.block}.onnx"
+                prune_onnx(base, pruned, s, block=args.block)
+                label = f"{model} @{s:.0%}" + (f" b{args.block}" if args.block > 1 else "")
+                variants.append((label, pruned, [("sparse", "auto"), ("dense", "off")]))
             for label, onnx_path, builds in variants:
                 for target, device, threads in setups:
                     results = {}
                     for kind, mode in builds:
-                        out = tmp / f"{label}-{target}-{kind}".replace(" @", "-").replace("%", "pct")
+                        out = tmp / f"{label}-{target}-{kind}".replace(" @", "-").replace("%", "pct").replace(" ", "-")
                         compile_model(onnx_path, target, out, sparse=mode, threads=max(threads, 1))
                         results[kind] = (out, bench(out, device, runs=args.runs, warmup=args.warmup, threads=threads))
                     out, _ = results[builds[0][0]]
@@ -80,6 +86,8 @@ def main() -> None:
                         row[f"{kind}_ms"] = r.median_ms
                         row[f"{kind}_spread_pct"] = spread(r)
                         row[f"peer_over_{kind}"] = peer.ort.median_ms / r.median_ms
+                    if "sparse" in results:
+                        row["dense_over_sparse"] = row["dense_ms"] / row["sparse_ms"]
                     rows.append(row)
                     print_row(row)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -87,10 +95,12 @@ def main() -> None:
 
 
 def print_row(r: dict) -> None:
-    parts = [f"{r['model']:22s} {r['target']:14s} {r['device']:6s} t={r['threads']}"]
+    parts = [f"{r['model']:25s} {r['target']:14s} {r['device']:6s} t={r['threads']}"]
     for kind in ("sparse", "dense"):
         if f"{kind}_ms" in r:
             parts.append(f"{kind} {r[f'{kind}_ms']:7.2f} ms ±{r[f'{kind}_spread_pct']:4.1f}% (x{r[f'peer_over_{kind}']:.2f})")
+    if "dense_over_sparse" in r:
+        parts.append(f"dense/sparse x{r['dense_over_sparse']:.2f}")
     parts.append(f"peer {r['peer_ms']:7.2f} ms ±{r['peer_spread_pct']:4.1f}%  |diff| {r['max_abs_diff']:.1e}")
     print("  ".join(parts), flush=True)
 
