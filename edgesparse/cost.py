@@ -36,12 +36,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .cache import cache_root, write_json_atomic
 
 FORMAT = 1
 SPARSE_TERMS = ("weight_vectors", "weight_vectors_x_tile_kib", "stored_weights", "activations", "call")
@@ -202,9 +202,7 @@ def default_model(target, note: str = "") -> CostModel | None:
 
 
 def cache_path(target_name: str) -> Path:
-    root = os.environ.get("EDGESPARSE_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "edgesparse"
-    return base / "cost" / f"{target_name}.json"
+    return cache_root() / "cost" / f"{target_name}.json"
 
 
 def load_cost_model(target, *, cached: bool = True) -> CostModel | None:
@@ -235,20 +233,10 @@ def load_cost_model(target, *, cached: bool = True) -> CostModel | None:
 def save_calibration(model: CostModel, extra: dict | None = None) -> Path:
     """Writes the model to the target's cache file (a temporary file renamed into place)."""
     path = cache_path(model.target.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "target": model.target.name, "device": model.device, "date": model.date,
             "machine": model.machine, "sparse": model.sparse, "dense": model.dense, "fit_error": model.fit_error,
             **(extra or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, data)
 
 
 # ---------------------------------------------------------------- fitting

@@ -12,7 +12,6 @@ by `kernels.schedule.layer_key` (rule + buffer shapes), so an entry serves every
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .cache import cache_root, write_json_atomic
 from .errors import EdgesparseError
 from .targets import Target, get_target
 
@@ -35,9 +35,7 @@ MAX_CANDIDATES = 6
 
 
 def cache_path(target_name: str) -> Path:
-    root = os.environ.get("EDGESPARSE_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "edgesparse"
-    return base / "tune" / f"{target_name}.json"
+    return cache_root() / "tune" / f"{target_name}.json"
 
 
 def load_cache(target_name: str) -> dict:
@@ -57,19 +55,9 @@ def load_cache(target_name: str) -> dict:
 def save_cache(target_name: str, entries: dict) -> Path:
     """Merges entries into the target's cache; written to a temporary file and renamed into place."""
     path = cache_path(target_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     layers = {**load_cache(target_name), **entries}
     data = {"format": CACHE_FORMAT, "target": target_name, "layers": dict(sorted(layers.items()))}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, data)
 
 
 def cached_tiles(tgt: Target) -> Callable[[str], dict | None] | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from ..spmm.template import epilogue_name, tile_pieces
-from .rows import RowGeometry, deinterleave_macro
+from .rows import RowGeometry, deinterleave_macro, out_size
 
 MAX_CIN = 4  # the whole de-interleaved input is scratch: first layers only
 MAX_PARTS = 8
@@ -42,11 +42,11 @@ class ConvS2Spec:
 
     @property
     def out_height(self) -> int:
-        return (self.height + 2 * self.pad - self.kernel) // 2 + 1
+        return out_size(self.height, self.kernel, self.pad)
 
     @property
     def out_width(self) -> int:
-        return (self.width + 2 * self.pad - self.kernel) // 2 + 1
+        return out_size(self.width, self.kernel, self.pad)
 
     @property
     def tile(self) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from ..spmm.template import epilogue_name, tile_pieces
-from .rows import RowGeometry, deinterleave_macro, vector_lanes
+from .rows import RowGeometry, deinterleave_macro, out_size, vector_lanes
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class DepthwiseS2Spec:
 
     @property
     def out_height(self) -> int:
-        return (self.height + 2 * self.pad - self.kernel) // 2 + 1
+        return out_size(self.height, self.kernel, self.pad)
 
     @property
     def out_width(self) -> int:
-        return (self.width + 2 * self.pad - self.kernel) // 2 + 1
+        return out_size(self.width, self.kernel, self.pad)
 
     @property
     def variant(self) -> str:

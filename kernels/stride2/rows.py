@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 
+def out_size(size: int, kernel: int, pad: int) -> int:
+    """Output rows (or columns) of a stride-2 convolution over ``size`` inputs."""
+    return (size + 2 * pad - kernel) // 2 + 1
+
+
 def vector_lanes(n: int, lanes: int) -> int:
     """Lanes per vector for a row of ``n`` values: ``lanes``, or the largest power of two <= n."""
     return lanes if n >= lanes else 1 << (n.bit_length() - 1)
