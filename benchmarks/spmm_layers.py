@@ -4,8 +4,8 @@
     python benchmarks/spmm_layers.py [--sparsity 0.7 0.8 0.9] [--runs 31] [--mr 64] [--mcpu znver5] [--json out.json]
 
 Each layer computes relu6(W x X + b) on a 1 x Cin x H x W input. Weights: Gaussian, magnitude-pruned per layer to
-the given sparsity (unstructured), block size chosen by the packer. The kernels are timed in rotation inside one
-loop (the machine is shared: ratios of side-by-side samples are what count); each sample is the mean of enough
+the given sparsity (unstructured), block size and input-channel chunks (``ch``) chosen as the compiler does. The
+kernels are timed in rotation inside one loop (the machine is shared: ratios of side-by-side samples are what count); each sample is the mean of enough
 back-to-back calls to last >= 2 ms. Reported per layer: median per call and spread (p10..p90 over samples),
 GFLOP/s counted on nonzero weights (2 * nnz * H*W / t) for the sparse kernel and on all weights for the dense
 ones, ORT/sparse as a ratio of medians and as the median of per-round (paired) ratios, and ``eff``: the sparse
@@ -44,7 +44,9 @@ from edgesparse.kernels.spmm import (
     spmm_chunk_for,
     spmm_mr_for,
     spmm_pack_tile_for,
+    spmm_tile_row_floats,
 )
+from edgesparse.cost import stored_weights
 from edgesparse.prune import magnitude_prune
 from edgesparse.targets import get_target
 
@@ -155,7 +157,7 @@ def main(argv=None):
     print(f"target {desc.name} ({target}), MR {desc.tiles.get('spmm_mr')}, "
           f"runs {args.runs} after {args.warmup} warm-up, ms per call: "
           "median [p10..p90]", flush=True)
-    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'sparse ms':>22} {'GF/s':>6} "
+    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'ch':>2} {'sparse ms':>22} {'GF/s':>6} "
            f"{'ORT ms':>22} {'GF/s':>6} {'dense ms':>22} {'GF/s':>6} {'ORT/sp':>6} {'paired [p10..p90]':>18} "
            f"{'dense/sp':>8} {'eff':>5}")
     for sp in args.sparsity:
@@ -175,8 +177,10 @@ def main(argv=None):
             # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
             lanes, acc = desc.vector_lanes_f32, spmm_acc_registers_for(desc)
             stride = packed_tile_stride(npix, mr, lanes, block, acc, 1) if pack_tile else npix
+            chunk = spmm_chunk_for(desc, spmm_tile_row_floats(desc, npix, block), cin,
+                                   stored_weights(w, block) / cout)
             packed = pack_spmm_weights(w, b, block=block, stride=stride,
-                                       chunk=spmm_chunk_for(desc, min(mr, npix), cin), chunk_local=pack_tile)
+                                       chunk=chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
                                              lanes=lanes, acc_registers=acc, pack_tile=pack_tile)
             ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
@@ -212,7 +216,8 @@ def main(argv=None):
             gf_s = 2 * packed.nonzeros * npix / (s[0] * 1e-3) / 1e9
             gf_o = 2 * cin * cout * npix / (o[0] * 1e-3) / 1e9
             gf_d = 2 * cin * cout * npix / (d[0] * 1e-3) / 1e9 if d else float("nan")
-            row = dict(layer=li, cin=cin, cout=cout, hw=npix, sparsity=sp, block=packed.block, variant=spec.variant,
+            row = dict(layer=li, cin=cin, cout=cout, hw=npix, sparsity=sp, block=packed.block, chunks=packed.n_chunks,
+                       variant=spec.variant,
                        nonzeros=packed.nonzeros, sparse_ms=s, ort_ms=o, dense_ms=d, sparse_gflops=gf_s,
                        ort_gflops=gf_o, dense_gflops=gf_d, efficiency=gf_s / gf_d, ort_over_sparse=o[0] / s[0],
                        ort_over_sparse_paired=(float(np.median(paired)), float(np.percentile(paired, 10)),
@@ -220,7 +225,8 @@ def main(argv=None):
                        dense_over_sparse=(d[0] / s[0]) if d else None)
             rows.append(row)
             fmt = lambda m: f"{m[0]:8.3f} [{m[1]:.3f}..{m[2]:.3f}]"
-            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {fmt(s):>22} "
+            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {packed.n_chunks:>2} "
+                  f"{fmt(s):>22} "
                   f"{gf_s:>6.1f} {fmt(o):>22} {gf_o:>6.1f} {fmt(d) if d else '-':>22} {gf_d:>6.1f} "
                   f"{o[0] / s[0]:>6.2f} {np.median(paired):>5.2f} [{np.percentile(paired, 10):.2f}.."
                   f"{np.percentile(paired, 90):.2f}] {(d[0] / s[0]) if d else float('nan'):>8.2f} "

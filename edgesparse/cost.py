@@ -5,7 +5,8 @@ a layer only where sparse is predicted faster.
 Both times are linear in a few counts of the work the kernels do, with non-negative coefficients (ms per unit)
 fitted to per-kernel times measured on a device (`edgesparse calibrate`, edgesparse/calibrate.py):
 
-    sparse_ms = a * weight_vectors + b * weight_vectors x tile_kib + c * stored_weights + d * activations + e
+    sparse_ms = a * weight_vectors + b * weight_vectors x tile_kib + c * stored_weights + d * activations
+                + e * accumulator_round_trips + f
     dense_ms  = f * macs + g * weights + h * outputs + i
 
 * ``weight_vectors``: stored weights x vector accumulators. The spmm kernel walks every stored weight once per
@@ -16,7 +17,10 @@ fitted to per-kernel times measured on a device (`edgesparse calibrate`, edgespa
   (Cin x the widest tile's row, whole vectors, x 4 bytes). Once the tile outgrows L1 a gather goes to L2: on
   the x86 host (AVX-512, 48 KiB L1D) a 7x7 layer of 1024 input channels (256 KiB tile) costs twice as much per
   FMA as a 56x56 layer of 64 (16 KiB); without this term the fit's rms error was 26%, and the 50-70% sparse
-  7x7 layers that run slower sparse than dense were predicted faster.
+  7x7 layers that run slower sparse than dense were predicted faster. A kernel cut into input-channel chunks
+  (kernels/spmm ``spmm_chunk_for``) gathers from one chunk's tile: its KiB count.
+* ``accumulator_round_trips``: what chunks cost: per pass and output block, every chunk after the first loads
+  and stores the block's vector accumulators through the output.
 * ``stored_weights``: the packed weights and indices streamed from memory (what a fully-connected layer, one
   scalar FMA per nonzero, is bound by): 21% -> 16% rms error on the x86 host.
 * ``activations``: (Cin + Cout) x pixels: the input read once (and copied tile by tile where the kernel packs
@@ -43,8 +47,9 @@ import numpy as np
 
 from .cache import cache_root, write_json_atomic
 
-FORMAT = 1
-SPARSE_TERMS = ("weight_vectors", "weight_vectors_x_tile_kib", "stored_weights", "activations", "call")
+FORMAT = 2  # 2: accumulator_round_trips
+SPARSE_TERMS = ("weight_vectors", "weight_vectors_x_tile_kib", "stored_weights", "activations",
+                "accumulator_round_trips", "call")
 DENSE_TERMS = ("macs", "weights", "outputs", "call")
 
 
@@ -99,11 +104,18 @@ def tile_walk(target, pixels: int, block: int, threads: int = 1) -> TileWalk:
 
 
 def sparse_terms(layer: LayerShape, target, threads: int = 1) -> np.ndarray:
+    from edgesparse.kernels.spmm import spmm_chunk_for, spmm_tile_row_floats
+
     walk = tile_walk(target, layer.pixels, layer.block, threads)
     weight_vectors = layer.stored_weights * walk.vectors
-    tile_kib = layer.cin * min(walk.row_floats, layer.pixels) * 4 / 1024  # a matvec gathers single floats
+    chunk = spmm_chunk_for(target, spmm_tile_row_floats(target, layer.pixels, layer.block, threads), layer.cin,
+                           layer.stored_weights / layer.cout)
+    n_chunks = -(-layer.cin // chunk)
+    blocks = layer.cout // layer.block + layer.cout % layer.block
+    tile_kib = chunk * min(walk.row_floats, layer.pixels) * 4 / 1024  # a matvec gathers single floats
     return np.array([weight_vectors, weight_vectors * tile_kib, layer.stored_weights,
-                     (layer.cin + layer.cout) * layer.pixels, 1.0], dtype=np.float64)
+                     (layer.cin + layer.cout) * layer.pixels, blocks * (n_chunks - 1) * walk.vectors, 1.0],
+                    dtype=np.float64)
 
 
 def dense_terms(layer: LayerShape, target) -> np.ndarray:
@@ -246,7 +258,7 @@ def fit_nonnegative(terms: np.ndarray, measured_ms: np.ndarray) -> tuple[np.ndar
     """Coefficients >= 0 minimising the squared *relative* error of ``terms @ coef`` against ``measured_ms``
     (a 0.01 ms layer counts as much as a 1 ms one), and the fit's rms relative error.
 
-    Exact non-negative least squares by trying every subset of terms (there are at most five): the best
+    Exact non-negative least squares by trying every subset of terms (there are at most six): the best
     unconstrained fit of a subset whose coefficients are all >= 0 is the answer."""
     a = np.asarray(terms, np.float64)
     y = np.asarray(measured_ms, np.float64)

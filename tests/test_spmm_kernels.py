@@ -325,9 +325,14 @@ def test_chunk_and_mr_from_descriptor():
     from edgesparse.kernels.spmm import spmm_chunk_for
 
     assert [spmm_mr_for(HOST, b) for b in (1, 2, 4)] == [MR, MR, min(MR, 8 * HOST.vector_lanes_f32 // 4)]
-    assert spmm_chunk_for(HOST, 32, 1024) == 1024  # no spmm_l1_bytes: no chunks
-    tuned = replace(HOST, tiles={**HOST.tiles, "spmm_l1_bytes": 32768})
-    assert spmm_chunk_for(tuned, 32, 1024) == 256 and spmm_chunk_for(tuned, 32, 64) == 64
+    plain = replace(HOST, tiles={k: v for k, v in HOST.tiles.items() if k != "spmm_l1_bytes"})
+    assert spmm_chunk_for(plain, 32, 1024, 512.0) == 1024  # no spmm_l1_bytes: no chunks
+    l1 = replace(HOST, tiles={**HOST.tiles, "spmm_l1_bytes": 32768, "spmm_chunk_min_reuse": 16})
+    # 1024 channels x 32 floats = 128 KiB: 256-channel chunks fit 32 KiB; at 30% density 77 nonzeros per row
+    # and chunk x (1 - 32/128) = 58 >= 16: cut; at 5%: 12.8 x 0.75 = 9.6 < 16: whole
+    assert spmm_chunk_for(l1, 32, 1024, 0.3 * 1024) == 256
+    assert spmm_chunk_for(l1, 32, 1024, 0.05 * 1024) == 1024
+    assert spmm_chunk_for(l1, 32, 64, 64.0) == 64  # the whole tile fits: one chunk
 
 
 # --- cross targets, run: a plain C driver calls the kernel object (no TVM runtime), like the artifact does -------

@@ -31,7 +31,7 @@ from tvm import relax
 from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from edgesparse.cost import CostModel, LayerShape, load_cost_model
+from edgesparse.cost import CostModel, LayerShape, load_cost_model, stored_weights
 from edgesparse.errors import EdgesparseError
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
@@ -44,6 +44,7 @@ from edgesparse.kernels.spmm import (
     spmm_chunk_for,
     spmm_mr_for,
     spmm_pack_tile_for,
+    spmm_tile_row_floats,
 )
 
 MODES = ("auto", "on", "off")
@@ -391,7 +392,9 @@ class _SparsifyMutator(PyExprMutator):
             return super().visit_var_binding_(binding)
         d = layer.decision
         mr = spmm_mr_for(self.target, d.block)
-        chunk = spmm_chunk_for(self.target, min(mr, d.pixels), layer.w.shape[1])
+        row_floats = spmm_tile_row_floats(self.target, d.pixels, d.block, self.threads)
+        chunk = spmm_chunk_for(self.target, row_floats, layer.w.shape[1],
+                               stored_weights(layer.w, d.block) / layer.w.shape[0])
         pack_tile = spmm_pack_tile_for(self.target, d.pixels)
         lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile

@@ -4,7 +4,13 @@
 parameters for a target from its descriptor.
 """
 
-from .config import spmm_acc_registers_for, spmm_chunk_for, spmm_mr_for, spmm_pack_tile_for
+from .config import (
+    spmm_acc_registers_for,
+    spmm_chunk_for,
+    spmm_mr_for,
+    spmm_pack_tile_for,
+    spmm_tile_row_floats,
+)
 from .pack import PackedSpmm, choose_block, compact_stride, pack_spmm_weights, unpack_spmm_weights
 from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel, packed_tile_stride, plan_tiles
 
@@ -23,5 +29,6 @@ __all__ = [
     "spmm_chunk_for",
     "spmm_mr_for",
     "spmm_pack_tile_for",
+    "spmm_tile_row_floats",
     "unpack_spmm_weights",
 ]

@@ -7,7 +7,10 @@ Descriptor keys read (``[tiles]`` of ``targets/<name>.toml``):
   x86 hosts have 16 vector registers; the tile, one activation vector and the broadcast weight must fit).
   A block of ``b`` output channels keeps ``b * MR / lanes`` accumulators, so wide blocks get a narrower tile.
   Measured on the x86 host (256x256x784, 90%): 32x4 spills (0.49 ms), 16x4 does not (0.30 ms).
-* ``spmm_l1_bytes``: bytes of L1 the activation tile of one input-channel chunk may take (absent: no chunks).
+* ``spmm_l1_bytes``: the L1 data cache the activation tile should fit (absent: never cut into chunks). A layer
+  whose ``Cin x tile row`` activation tile is larger is walked in input-channel chunks that fit (see
+  ``spmm_chunk_for``) when its nonzeros are dense enough to pay for the chunks.
+* ``spmm_chunk_min_reuse`` (default 16): the least ``nonzeros per row and chunk x (1 - L1 / tile)`` that pays.
 * ``spmm_pack_tile``: copy each pixel tile's activations into an aligned, contiguous scratch tile before the
   nonzero loops (default false). Rows of 14x14 or 7x7 floats start off 64-byte boundaries, so without the copy
   most activation vector loads split a cache line: on the x86 host (AVX-512, MR 64, 90%) the copy takes
@@ -41,14 +44,39 @@ def spmm_pack_tile_for(target, pixels: int) -> bool:
     return bool(target.tiles.get("spmm_pack_tile", False)) and pixels >= target.vector_lanes_f32
 
 
-def spmm_chunk_for(target, mr: int, cin: int) -> int:
-    """Input channels per chunk so that a chunk's ``chunk x MR`` f32 activation tile fits the descriptor's
-    ``tiles.spmm_l1_bytes``; ``cin`` (one chunk, no cut) when the key is absent or all channels fit. Chunks are
-    multiples of 16 channels. Off by default: on the x86 host (Zen 5, 48 KiB L1D) cutting 512/1024-channel layers
-    into 64..256-channel chunks was never faster at MR 32/64 (0.27 -> 0.28 ms at 1024x1024x49, 0.171 -> 0.165 ms
-    at 512x512x196, 90%), smaller chunks slower: those layers are not L1-bound."""
+def spmm_tile_row_floats(target, pixels: int, block: int, threads: int = 1) -> int:
+    """Floats per input-channel row of the activation tile the kernel of a ``pixels``-pixel layer with blocks of
+    ``block`` gathers from: the packed scratch tile's row stride, or the widest tile when it reads ``X`` directly."""
+    from .template import plan_tiles
+
+    lanes = target.vector_lanes_f32
+    plan = plan_tiles(pixels, spmm_mr_for(target, block), lanes, block, spmm_acc_registers_for(target), threads)
+    if spmm_pack_tile_for(target, pixels):
+        return plan.row_stride(lanes)
+    return plan.widest
+
+
+def spmm_chunk_for(target, row_floats: int, cin: int, stored_per_row: float) -> int:
+    """Input channels per chunk of a layer whose kernel gathers activations from a tile of ``row_floats`` floats
+    per input channel (a packed tile's row stride, or the tile width), with ``stored_per_row`` stored block
+    columns per output block on average (nonzeros per row for blocks of one). ``cin`` means one chunk (no cut).
+
+    Why and when: a tile larger than L1 makes most activation loads L2 hits (the kernel is bound by them: the
+    512x512x196 layer at 90% runs 0.111 ms over 512 channels, 0.082 ms with the same nonzeros confined to 128).
+    Chunks of ``tiles.spmm_l1_bytes`` make them L1 hits, but every (block, chunk) pair then loads and stores its
+    accumulators through ``Y`` (L2 for wide layers), a cost per pair that only enough nonzeros per pair repay.
+    The kernel is cut into chunks when the nonzeros per pair times the share of the tile L1 cannot hold is at
+    least ``tiles.spmm_chunk_min_reuse``. Measured on the x86 host (AVX-512, MR 64, 48 KiB L1D, ms, none ->
+    48 KiB chunks): 512x512x196 at 70% 0.335 -> 0.274, 80% 0.215 -> 0.190, 90% 0.108 -> 0.115 (19 per pair x
+    0.62 = 12: left whole); 1024x1024x49 at 90% 0.149 -> 0.134 (24 x 0.81 = 19), 70% 0.524 -> 0.373; 512x1024x49
+    at 90% 0.059 -> 0.065 (24 x 0.62 = 15: left whole); 256x256x784 at 90% 0.099 -> 0.117 (19 x 0.25: left)."""
     budget = target.tiles.get("spmm_l1_bytes")
-    if budget is None:
+    tile_bytes = 4 * max(1, row_floats) * cin
+    if budget is None or tile_bytes <= int(budget):
         return cin
-    chunk = max(16, (int(budget) // (4 * max(1, mr))) // 16 * 16)
-    return cin if chunk >= cin else chunk
+    chunk = max(16, (int(budget) // (4 * max(1, row_floats))) // 16 * 16)
+    if chunk >= cin:
+        return cin
+    per_pair = stored_per_row * chunk / cin
+    reuse = per_pair * (1.0 - int(budget) / tile_bytes)
+    return chunk if reuse >= float(target.tiles.get("spmm_chunk_min_reuse", 16)) else cin
