@@ -22,13 +22,11 @@ dense and why), for the manifest. The pass knows no instructions: the cost model
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.expr import GenericConst
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgesparse.cost import CostModel, LayerShape, load_cost_model, stored_weights
@@ -46,6 +44,8 @@ from edgesparse.kernels.spmm import (
     spmm_pack_tile_for,
     spmm_tile_row_floats,
 )
+
+from .epilogue import Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
 
 MODES = ("auto", "on", "off")
 DEFAULT_MIN_SPARSITY = 0.5
@@ -107,104 +107,6 @@ def onnx_weight_names(model) -> dict:
     return names
 
 
-# --- reading the graph ------------------------------------------------------------------------------------------
-
-
-def _op_name(value) -> str | None:
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return None
-
-
-def _static_shape(expr) -> tuple[int, ...] | None:
-    ty = getattr(expr, "ty", None)
-    if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        return None
-    try:
-        return tuple(int(v) for v in ty.shape.values)
-    except (TypeError, AttributeError):
-        return None
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
-
-
-def _const_array(expr) -> np.ndarray | None:
-    if isinstance(expr, GenericConst):
-        try:
-            return expr.value.numpy()
-        except AttributeError:
-            return None
-    return None
-
-
-def _scalar(expr) -> float | None:
-    """The value of a one-element constant tensor, or of an ``IntImm``/``FloatImm`` (``R.clip``'s bounds)."""
-    arr = _const_array(expr)
-    if arr is not None:
-        return float(arr.reshape(())) if arr.size == 1 else None
-    value = getattr(expr, "value", None)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _call_args(value):
-    """Arguments of an op call, or of the PrimFunc in a ``call_tir``."""
-    if _op_name(value) == "relax.call_tir":
-        return list(value.args[1].fields)
-    return list(value.args)
-
-
-def _clamp_of(value, x) -> tuple[float, float] | None:
-    """The (lo, hi) clamp ``value`` applies to ``x``, or None if it is not a clamp of x."""
-    name = _op_name(value)
-    if name == "relax.nn.relu" and value.args[0].same_as(x):
-        return (0.0, math.inf)
-    if name == "relax.clip" and value.args[0].same_as(x):
-        lo, hi = _scalar(value.args[1]), _scalar(value.args[2])
-        if lo is not None and hi is not None:
-            return (lo, hi)
-        return None
-    kind = None
-    if name in ("relax.maximum", "relax.minimum"):
-        kind = name.split(".")[-1]
-    elif name == "relax.call_tir":  # FoldConstant legalizes ONNX Clip's max/min with constant bounds
-        callee = value.args[0]
-        hint = getattr(callee, "name_hint", "")
-        if hint.rstrip("0123456789_") in ("maximum", "minimum"):
-            kind = hint.rstrip("0123456789_")
-    if kind is None:
-        return None
-    args = _call_args(value)
-    if len(args) != 2:
-        return None
-    other = args[1] if args[0].same_as(x) else args[0] if args[1].same_as(x) else None
-    s = _scalar(other) if other is not None else None
-    if s is None:
-        return None
-    return (s, math.inf) if kind == "maximum" else (-math.inf, s)
-
-
-def _bias_of(value, x, cout: int, op: str) -> np.ndarray | None:
-    if _op_name(value) != "relax.add":
-        return None
-    a, b = value.args
-    other = b if a.same_as(x) else a if b.same_as(x) else None
-    arr = _const_array(other) if other is not None else None
-    if arr is None or arr.dtype != np.float32 or arr.size != cout:
-        return None
-    ok = {
-        "conv2d": [(1, cout, 1, 1), (cout, 1, 1)],
-        "matmul": [(cout,), (1, cout)],
-    }[op]
-    if arr.shape not in ok and cout != 1:
-        return None
-    return arr.reshape(cout)
-
-
 @dataclass
 class _Layer:
     decision: LayerDecision
@@ -216,27 +118,13 @@ class _Layer:
     inner: list  # vars of the chain before `end` (dropped when the chain is rewritten)
 
 
-def _use_counts(func) -> dict:
-    counts: dict = {}
-
-    def note(expr):
-        for v in relax.analysis.free_vars(expr):
-            counts[v] = counts.get(v, 0) + 1
-
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            note(binding.value)
-    note(func.body.body)
-    return counts
-
-
 def _eligible(value) -> tuple[str, str | None]:
     """(op, reason it cannot be rewritten or None) for a conv2d/matmul binding value with a constant weight."""
-    name = _op_name(value)
+    name = op_name(value)
     if name == "relax.nn.conv2d":
         a = value.attrs
-        x_shape = _static_shape(value.args[0])
-        w_shape = _static_shape(value.args[1])
+        x_shape = static_shape(value.args[0])
+        w_shape = static_shape(value.args[1])
         if tuple(int(s) for s in w_shape[2:]) != (1, 1):
             return "conv2d", f"{w_shape[2]}x{w_shape[3]} kernel (only 1x1 is sparse)"
         if int(a.groups) != 1:
@@ -253,8 +141,8 @@ def _eligible(value) -> tuple[str, str | None]:
             return "conv2d", f"out_dtype {a.out_dtype}"
         return "conv2d", None
     if name == "relax.matmul":
-        x_shape = _static_shape(value.args[0])
-        w_shape = _static_shape(value.args[1])
+        x_shape = static_shape(value.args[0])
+        w_shape = static_shape(value.args[1])
         if w_shape is None or len(w_shape) != 2:
             return "matmul", f"weight shape {w_shape}"
         if x_shape is None or len(x_shape) != 2 or x_shape[0] != 1:
@@ -282,24 +170,19 @@ def _decide(d: LayerDecision, mode: str, sparsity: float, min_sparsity: float, p
 def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = None,
                 cost_model: CostModel | None = None, threads: int = 1) -> list[_Layer]:
     """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one."""
-    counts = _use_counts(func)
-    users: dict = {}
-    bindings = [b for block in func.body.blocks for b in block.bindings]
-    for b in bindings:
-        for v in relax.analysis.free_vars(b.value):
-            users.setdefault(v, []).append(b)
+    uses = Uses(func)
     layers = []
     index = {"conv2d": 0, "matmul": 0}
-    for binding in bindings:
+    for binding in uses.bindings:
         value = binding.value
-        if _op_name(value) not in ("relax.nn.conv2d", "relax.matmul"):
+        if op_name(value) not in ("relax.nn.conv2d", "relax.matmul"):
             continue
-        w_arr = _const_array(value.args[1])
-        if w_arr is None or w_arr.dtype != np.float32 or _dtype(value.args[0]) != "float32":
+        w_arr = const_array(value.args[1])
+        if w_arr is None or w_arr.dtype != np.float32 or dtype_of(value.args[0]) != "float32":
             continue
         op, not_eligible = _eligible(value)
         w_shape = tuple(int(s) for s in w_arr.shape)
-        out_shape = _static_shape(binding.var) or ()
+        out_shape = static_shape(binding.var) or ()
         digest = weight_digest(w_arr)
         name = (names or {}).get(digest) or f"{op}_{index[op]}:{binding.var.name}"
         index[op] += 1
@@ -316,42 +199,17 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
             continue
         w = w_arr.reshape(w_shape[0], w_shape[1]) if op == "conv2d" else np.ascontiguousarray(w_arr.T)
         cout = w.shape[0]
-        # fuse the epilogue: bias, then clamps, each only when the previous value has a single use
-        end, inner, bias, clamp, fused = binding.var, [], None, None, []
-
-        def single_user(var):
-            if counts.get(var, 0) != 1 or len(users.get(var, [])) != 1:
-                return None
-            return users[var][0]
-
-        user = single_user(end)
-        if user is not None:
-            b = _bias_of(user.value, end, cout, op)
-            if b is not None:
-                inner.append(end)
-                end, bias = user.var, b
-                fused.append("bias")
-        while True:
-            user = single_user(end)
-            c = _clamp_of(user.value, end) if user is not None else None
-            if c is None:
-                break
-            lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
-            clamp = (max(lo, c[0]), min(hi, c[1]))
-            inner.append(end)
-            end = user.var
-        if clamp is not None:
-            fused.append(f"clamp({clamp[0]:g},{clamp[1]:g})")
+        ep = follow_epilogue(binding.var, uses, cout, op)
         decision.block = choose_block(w)
-        decision.fused = fused
-        decision.dense_bytes = int(w.size * 4 + (cout * 4 if bias is not None else 0))
+        decision.fused = ep.fused
+        decision.dense_bytes = int(w.size * 4 + (cout * 4 if ep.bias is not None else 0))
         if cost_model is not None:
             p = cost_model.predict(LayerShape.from_weight(w, pixels, decision.block), threads)
             decision.predicted_dense_ms = round(p.dense_ms, 6)
             decision.predicted_sparse_ms = round(p.sparse_ms, 6)
             decision.predicted_gain = round(p.gain, 3)
         _decide(decision, mode, sparsity, min_sparsity, cost_model is not None)
-        layers.append(_Layer(decision, value.args[0], w, bias, clamp, end, inner))
+        layers.append(_Layer(decision, value.args[0], w, ep.bias, ep.clamp, ep.end, ep.inner))
     return layers
 
 
@@ -404,8 +262,8 @@ class _SparsifyMutator(PyExprMutator):
         packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk, stride=stride,
                                    chunk_local=pack_tile)
         x = self.visit_expr(layer.x)
-        in_shape = _static_shape(layer.x)
-        out_shape = _static_shape(binding.var)
+        in_shape = static_shape(layer.x)
+        out_shape = static_shape(binding.var)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
                                          lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
                                          in_shape=in_shape, out_shape=out_shape)

@@ -5,7 +5,7 @@ Matched: ``R.nn.conv2d`` with a constant float32 weight, stride 2, padding k // 
 NCHW/OIHW, a static ``[1, C, H, W]`` input the template supports (even W), and either ``groups == C`` with a
 ``[C, 1, k, k]`` weight (depthwise) or ``groups == 1`` with a ``[Cout, Cin <= 4, k, k]`` weight; then, each only
 when the previous value has no other use, an ``R.add`` of a constant per-channel bias and any chain of clamps
-(ReLU, ReLU6, Clip), folded into the call as sparsify folds them. Anything else stays ``conv2d`` for the
+(ReLU, ReLU6, Clip), folded into the call as sparsify folds them (passes/epilogue.py). Anything else stays ``conv2d`` for the
 schedules (kernels/window.py, kernels/conv2d.py). Why: TVM vectorises a stride-2 tap into per-lane loads; the
 templates de-interleave input rows with vector shuffles instead (kernels/stride2/rows.py). Measured on the
 x86 host (AVX-512): MobileNetV1's 64-channel 112x112 depthwise layer 0.155 -> 0.101 ms, its 3->32 first layer
@@ -15,7 +15,6 @@ x86 host (AVX-512): MobileNetV1's 64-channel 112x112 depthwise layer 0.155 -> 0.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import tvm
@@ -24,14 +23,14 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
 
-from .sparsify import _bias_of, _clamp_of, _const_array, _op_name, _static_shape, _use_counts
+from .epilogue import Uses, const_array, follow_epilogue, op_name, static_shape
 
 
 def _spec_of(value, target, threads) -> DepthwiseS2Spec | ConvS2Spec | None:
-    if _op_name(value) != "relax.nn.conv2d":
+    if op_name(value) != "relax.nn.conv2d":
         return None
     a = value.attrs
-    x_shape, w = _static_shape(value.args[0]), _const_array(value.args[1])
+    x_shape, w = static_shape(value.args[0]), const_array(value.args[1])
     if x_shape is None or len(x_shape) != 4 or x_shape[0] != 1 or w is None or w.dtype != np.float32:
         return None
     if w.ndim != 4 or w.shape[2] != w.shape[3]:
@@ -69,36 +68,14 @@ class _Stride2Mutator(PyExprMutator):
         self.rewritten = 0
 
     def plan(self, func):
-        counts = _use_counts(func)
-        bindings = [b for block in func.body.blocks for b in block.bindings]
-        users: dict = {}
-        for b in bindings:
-            for v in relax.analysis.free_vars(b.value):
-                users.setdefault(v, []).append(b)
-
-        def single_user(var):
-            if counts.get(var, 0) != 1 or len(users.get(var, [])) != 1:
-                return None
-            return users[var][0]
-
-        for b in bindings:
+        uses = Uses(func)
+        for b in uses.bindings:
             spec = _spec_of(b.value, self.target, self.threads)
             if spec is None:
                 continue
-            end, inner, bias, clamp = b.var, [], None, None
-            user = single_user(end)
-            if user is not None:
-                bias = _bias_of(user.value, end, _out_channels(spec), "conv2d")
-                if bias is not None:
-                    inner.append(end)
-                    end = user.var
-            while (user := single_user(end)) is not None and (c := _clamp_of(user.value, end)) is not None:
-                lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
-                clamp = (max(lo, c[0]), min(hi, c[1]))
-                inner.append(end)
-                end = user.var
-            self.ends[end] = (b, dataclasses.replace(spec, clamp=clamp), bias)
-            self.dropped.update(inner)
+            ep = follow_epilogue(b.var, uses, _out_channels(spec), "conv2d")
+            self.ends[ep.end] = (b, dataclasses.replace(spec, clamp=ep.clamp), ep.bias)
+            self.dropped.update(ep.inner)
 
     def rewrite(self):
         for gv, func in self.mod_.functions_items():
@@ -117,7 +94,7 @@ class _Stride2Mutator(PyExprMutator):
         if match is None:
             return super().visit_var_binding_(binding)
         conv, spec, bias = match
-        w = _const_array(conv.value.args[1])
+        w = const_array(conv.value.args[1])
         cout = _out_channels(spec)
         bias = np.zeros(cout, np.float32) if bias is None else bias.astype(np.float32)
         make = make_depthwise_s2_kernel if isinstance(spec, DepthwiseS2Spec) else make_conv_s2_kernel
