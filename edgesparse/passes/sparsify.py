@@ -67,6 +67,7 @@ class LayerDecision:
     variant: str | None = None  # f32_spmm_<MR>x<block>_<epilogue>
     fused: list = field(default_factory=list)  # ops fused into the kernel call: "bias", "clamp(lo,hi)"
     index_dtype: str | None = None
+    chunks: int | None = None  # input-channel chunks the kernel walks a tile in (kernels/spmm spmm_chunk_for)
     packed_bytes: int | None = None
     dense_bytes: int | None = None
     weight_digest: str = ""  # sha1 of the weight as imported (OIHW or [K, N] float32): matches onnx_weight_names
@@ -274,6 +275,7 @@ class _SparsifyMutator(PyExprMutator):
         d.kernel = gvar.name_hint
         d.variant = spec.variant
         d.index_dtype = packed.index_dtype
+        d.chunks = packed.n_chunks
         d.packed_bytes = packed.nbytes
         call = relax.call_tir(
             gvar,
