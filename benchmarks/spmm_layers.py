@@ -5,8 +5,8 @@
 
 Each layer computes relu6(W x X + b) on a 1 x Cin x H x W input. Weights: Gaussian, magnitude-pruned per layer to
 the given sparsity (unstructured), block size and input-channel chunks (``ch``) chosen as the compiler does. The
-kernels are timed in rotation inside one loop (the machine is shared: ratios of side-by-side samples are what count); each sample is the mean of enough
-back-to-back calls to last >= 2 ms. Reported per layer: median per call and spread (p10..p90 over samples),
+kernels are timed in rotation inside one loop (the machine is shared: ratios of side-by-side samples are what
+count); each sample is the mean of enough back-to-back calls to last >= 2 ms. Reported per layer: median per call and spread (p10..p90 over samples),
 GFLOP/s counted on nonzero weights (2 * nnz * H*W / t) for the sparse kernel and on all weights for the dense
 ones, ORT/sparse as a ratio of medians and as the median of per-round (paired) ratios, and ``eff``: the sparse
 kernel's nonzero GFLOP/s as a fraction of the dense kernel's GFLOP/s on the same layer; per sparsity, the sums
@@ -32,7 +32,6 @@ import numpy as np
 import onnxruntime as ort
 import tvm
 from onnx import TensorProto, helper, numpy_helper
-from tvm import relax
 
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
@@ -157,7 +156,8 @@ def main(argv=None):
     print(f"target {desc.name} ({target}), MR {desc.tiles.get('spmm_mr')}, "
           f"runs {args.runs} after {args.warmup} warm-up, ms per call: "
           "median [p10..p90]", flush=True)
-    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'ch':>2} {'sparse ms':>22} {'GF/s':>6} "
+    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'ch':>2} {'sparse ms':>22} "
+           f"{'GF/s':>6} "
            f"{'ORT ms':>22} {'GF/s':>6} {'dense ms':>22} {'GF/s':>6} {'ORT/sp':>6} {'paired [p10..p90]':>18} "
            f"{'dense/sp':>8} {'eff':>5}")
     for sp in args.sparsity:

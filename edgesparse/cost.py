@@ -29,10 +29,11 @@ fitted to per-kernel times measured on a device (`edgesparse calibrate`, edgespa
   memory-bound, far slower per MAC than a conv), ``outputs`` = Cout x pixels.
 
 "Stored weights" are what the packer stores: nonzero block columns x block (zeros of partly filled block
-columns included). The tiling comes from kernels/spmm (config.py's MR and register budget, ``plan_tiles``), so
-the graph pass never needs to know the kernels; it asks :meth:`CostModel.predict`. Coefficients come from the target's calibration
-in ``$EDGESPARSE_CACHE/cost/<target>.json`` when there is a readable one, else from the descriptor's
-``[sparse_cost]`` (measured on the machine the package was developed on). Single-threaded kernels.
+columns included). The tiling comes from kernels/spmm (config.py's MR, register budget and input-channel
+chunks, ``plan_tiles``), so the graph pass never needs to know the kernels; it asks :meth:`CostModel.predict`.
+Coefficients come from the target's calibration in ``$EDGESPARSE_CACHE/cost/<target>.json`` when there is a
+readable one, else from the descriptor's ``[sparse_cost]`` (measured on the machine the package was developed
+on). Single-threaded kernels.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ Matched: ``R.nn.conv2d`` with a constant float32 weight, stride 2, padding k // 
 NCHW/OIHW, a static ``[1, C, H, W]`` input the template supports (even W), and either ``groups == C`` with a
 ``[C, 1, k, k]`` weight (depthwise) or ``groups == 1`` with a ``[Cout, Cin <= 4, k, k]`` weight; then, each only
 when the previous value has no other use, an ``R.add`` of a constant per-channel bias and any chain of clamps
-(ReLU, ReLU6, Clip), folded into the call as sparsify folds them (passes/epilogue.py). Anything else stays ``conv2d`` for the
-schedules (kernels/window.py, kernels/conv2d.py). Why: TVM vectorises a stride-2 tap into per-lane loads; the
+(ReLU, ReLU6, Clip), folded into the call as sparsify folds them (passes/epilogue.py). Anything else stays
+``conv2d`` for the schedules (kernels/window.py, kernels/conv2d.py). Why: TVM vectorises a stride-2 tap into per-lane loads; the
 templates de-interleave input rows with vector shuffles instead (kernels/stride2/rows.py). Measured on the
 x86 host (AVX-512): MobileNetV1's 64-channel 112x112 depthwise layer 0.155 -> 0.101 ms, its 3->32 first layer
 ~0.17 -> 0.104 ms (ONNX Runtime 0.126 and 0.130 ms).
