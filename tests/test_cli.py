@@ -62,6 +62,17 @@ def test_compile_and_verify_take_a_zoo_name(tmp_path):
     assert_clean_error(edgesparse("compile", "mlp2", cwd=tmp_path), "mlp2", "no such file")
 
 
+def test_demo_the_readme_runs(tmp_path):
+    """The README's first command (one target here): the pruned MobileNetV1 compiles with its 13 pruned 1x1
+    layers sparse (the dense classifier is the 14th eligible layer), verifies against ONNX Runtime, and benches."""
+    proc = edgesparse("demo", "--targets", "x86_64", "--runs", 3, "--out", tmp_path / "demo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("x86_64 ")]
+    assert " 13/14 " in row and "PASS" in row, proc.stdout
+    assert (tmp_path / "demo" / "mobilenet_v1-p90-x86_64" / "manifest.json").is_file()
+    assert_clean_error(edgesparse("demo", "--model", "alexnet", "--out", tmp_path / "d2"), "alexnet")
+
+
 def test_compile_run_verify_bench(tmp_path):
     model = small_model(tmp_path / "m.onnx")
     out = tmp_path / "art"
