@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from ..spmm.template import epilogue_name, tile_pieces
-from .rows import RowGeometry, deinterleave_macro, out_size
+from .rows import StrideTwoShape, deinterleave_macro
 
 MAX_CIN = 4  # the whole de-interleaved input is scratch: first layers only
 MAX_PARTS = 8
 
 
 @dataclass(frozen=True)
-class ConvS2Spec:
+class ConvS2Spec(StrideTwoShape):
     cin: int
     cout: int
     height: int  # input rows
@@ -39,14 +39,6 @@ class ConvS2Spec:
     acc_registers: int  # vector accumulators the tile may use
     clamp: tuple[float, float] | None = None
     threads: int = 1
-
-    @property
-    def out_height(self) -> int:
-        return out_size(self.height, self.kernel, self.pad)
-
-    @property
-    def out_width(self) -> int:
-        return out_size(self.width, self.kernel, self.pad)
 
     @property
     def tile(self) -> tuple[int, int]:
@@ -79,11 +71,9 @@ class ConvS2Spec:
             return f"{self.cin} input channels (the template is for first layers: at most {MAX_CIN})"
         if self.kernel % 2 == 0 or self.pad != self.kernel // 2:
             return f"kernel {self.kernel} with padding {self.pad} (odd k, padding k // 2 only)"
-        why = RowGeometry(self.width, self.pad, self.lanes).supported()
+        why = self.rows_unsupported()
         if why:
             return why
-        if self.out_width != self.width // 2:
-            return "output width is not half the input width"
         if len(self.row_parts()) > MAX_PARTS:
             return f"output rows of {self.out_width} need more than {MAX_PARTS} parts"
         return None
@@ -94,7 +84,7 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
     assert why is None, why
     cin, cout, H, W, k, pad = spec.cin, spec.cout, spec.height, spec.width, spec.kernel, spec.pad
     Ho, Wo = spec.out_height, spec.out_width
-    g = RowGeometry(W, pad, spec.lanes)
+    g = spec.rows
     n2 = g.row
     deinterleave = deinterleave_macro(g)
     mr, _ = spec.tile

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from ..spmm.template import epilogue_name, tile_pieces
-from .rows import RowGeometry, deinterleave_macro, out_size, vector_lanes
+from .rows import StrideTwoShape, deinterleave_macro, vector_lanes
 
 
 @dataclass(frozen=True)
-class DepthwiseS2Spec:
+class DepthwiseS2Spec(StrideTwoShape):
     channels: int
     height: int  # input rows
     width: int  # input columns (even)
@@ -36,14 +36,6 @@ class DepthwiseS2Spec:
     threads: int = 1
 
     @property
-    def out_height(self) -> int:
-        return out_size(self.height, self.kernel, self.pad)
-
-    @property
-    def out_width(self) -> int:
-        return out_size(self.width, self.kernel, self.pad)
-
-    @property
     def variant(self) -> str:
         k = self.kernel
         return f"f32_dwconv{k}x{k}s2_{vector_lanes(self.out_width, self.lanes)}_{epilogue_name(self.clamp)}"
@@ -52,11 +44,9 @@ class DepthwiseS2Spec:
         """Why the template cannot compute this layer, or None."""
         if self.kernel not in (3, 5) or self.pad != self.kernel // 2:
             return f"kernel {self.kernel} with padding {self.pad} (3x3 pad 1 and 5x5 pad 2 only)"
-        why = RowGeometry(self.width, self.pad, self.lanes).supported()
+        why = self.rows_unsupported()
         if why:
             return why
-        if self.out_width != self.width // 2:
-            return "output width is not half the input width"
         return None
 
 
@@ -65,7 +55,7 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
     assert why is None, why
     C, H, W, k, pad = spec.channels, spec.height, spec.width, spec.kernel, spec.pad
     Ho, Wo = spec.out_height, spec.out_width
-    g = RowGeometry(W, pad, spec.lanes)
+    g = spec.rows
     n2 = g.row  # floats per de-interleaved row (one parity)
     deinterleave = deinterleave_macro(g)
     lo, hi = spec.clamp if spec.clamp is not None else (-math.inf, math.inf)

@@ -66,6 +66,32 @@ class RowGeometry:
         return None
 
 
+class StrideTwoShape:
+    """What the stride-2 specs (depthwise.py, conv.py) share, read from their ``height``, ``width``, ``kernel``,
+    ``pad`` and ``lanes`` fields: the output size, the row geometry, and whether its rows can be de-interleaved."""
+
+    @property
+    def out_height(self) -> int:
+        return out_size(self.height, self.kernel, self.pad)
+
+    @property
+    def out_width(self) -> int:
+        return out_size(self.width, self.kernel, self.pad)
+
+    @property
+    def rows(self) -> RowGeometry:
+        return RowGeometry(self.width, self.pad, self.lanes)
+
+    def rows_unsupported(self) -> str | None:
+        """Why the input rows cannot be de-interleaved into half-width output rows, or None."""
+        why = self.rows.supported()
+        if why:
+            return why
+        if self.out_width != self.width // 2:
+            return "output width is not half the input width"
+        return None
+
+
 def deinterleave_macro(g: RowGeometry):
     """A macro ``deinterleave(Xf, S, src, dst)``: the input row at ``Xf[src : src + W]`` into the even row
     ``S[dst : dst + g.row]`` and the odd row ``S[dst + g.row : dst + 2 * g.row]``, zero columns included."""
