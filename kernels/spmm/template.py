@@ -52,6 +52,17 @@ def epilogue_name(clamp: tuple[float, float] | None) -> str:
     return "minmax"
 
 
+def clamp_value(value, clamp: tuple[float, float] | None):
+    """``value`` (a TIR expression) clamped to ``clamp`` = (lo, hi): max with lo, then min with hi, each only when
+    finite. The fused epilogue every template applies to its accumulators (``epilogue_name`` names it)."""
+    lo, hi = clamp if clamp is not None else (-math.inf, math.inf)
+    if lo != -math.inf:
+        value = T.max(value, T.float32(lo))
+    if hi != math.inf:
+        value = T.min(value, T.float32(hi))
+    return value
+
+
 @dataclass(frozen=True)
 class SpmmKernelSpec:
     """Everything a variant is specialised on (shapes are static: one PrimFunc per layer)."""
@@ -178,9 +189,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     in_shape = tuple(spec.in_shape or (cin, npix))
     out_shape = tuple(spec.out_shape or (cout, npix))
     assert math.prod(in_shape) == cin * npix and math.prod(out_shape) == cout * npix
-    lo, hi = spec.clamp if spec.clamp is not None else (-math.inf, math.inf)
-    clamp_lo = lo != -math.inf
-    clamp_hi = hi != math.inf
+    clamped = epilogue_name(spec.clamp) != "linear"
     idx_dtype = spec.index_dtype
     parallel = spec.threads > 1
     n_chunks = spec.n_chunks
@@ -263,18 +272,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         for j in T.unroll(rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    if clamp_lo and clamp_hi:
-                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.min(
-                            T.max(Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(lo)), T.float32(hi)
-                        )
-                    if clamp_lo and not clamp_hi:
-                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.max(
-                            Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(lo)
-                        )
-                    if clamp_hi and not clamp_lo:
-                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = T.min(
-                            Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], T.float32(hi)
-                        )
+                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = clamp_value(
+                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], spec.clamp)
 
     @T.macro
     def copy_piece(Xf, Xt, c, rows_in_chunk, p0, q0, nq, vw):
@@ -322,7 +321,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
                 update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, c0, c1, c2)
             if d1 > 0:
                 update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, d0, d1, d2)
-        if (clamp_lo or clamp_hi) and last:
+        if clamped and last:
             clamp_piece(Yf, row0, rows, p0, a0, a1, a2)
             if b1 > 0:
                 clamp_piece(Yf, row0, rows, p0, b0, b1, b2)

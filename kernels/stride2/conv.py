@@ -15,12 +15,11 @@ Variant name: ``f32_conv{k}x{k}s2_<MR>x<NV*L>_<epilogue>``. Arguments: ``x`` [1,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..spmm.template import epilogue_name, tile_pieces
+from ..spmm.template import clamp_value, epilogue_name, tile_pieces
 from .rows import StrideTwoShape, deinterleave_macro
 
 MAX_CIN = 4  # the whole de-interleaved input is scratch: first layers only
@@ -88,8 +87,7 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
     n2 = g.row
     deinterleave = deinterleave_macro(g)
     mr, _ = spec.tile
-    lo, hi = spec.clamp if spec.clamp is not None else (-math.inf, math.inf)
-    clamp_lo, clamp_hi = lo != -math.inf, hi != math.inf
+    clamped = epilogue_name(spec.clamp) != "linear"
     parallel = spec.threads > 1
     parts = spec.row_parts()
     P = [v for pc in parts + [(0, 0, 1)] * (MAX_PARTS - len(parts)) for v in pc]
@@ -115,18 +113,12 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
                                         ((c * H + 2 * y + ry - pad) * 2 + g.parity(rx)) * n2
                                         + g.column(x0 + q * vw, rx) + i
                                     ]
-        for j in T.unroll(mr):
-            for q in T.unroll(nq):
-                for i in T.vectorized(vw):
-                    if clamp_lo and clamp_hi:
-                        Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = T.min(T.max(
-                            Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i], T.float32(lo)), T.float32(hi))
-                    if clamp_lo and not clamp_hi:
-                        Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = T.max(
-                            Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i], T.float32(lo))
-                    if clamp_hi and not clamp_lo:
-                        Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = T.min(
-                            Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i], T.float32(hi))
+        if clamped:
+            for j in T.unroll(mr):
+                for q in T.unroll(nq):
+                    for i in T.vectorized(vw):
+                        Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = clamp_value(
+                            Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i], spec.clamp)
 
     @T.macro
     def out_row(Wf, B, Yf, S, y):

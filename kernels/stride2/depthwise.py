@@ -15,12 +15,11 @@ Variant name: ``f32_dwconv{k}x{k}s2_<L>_<epilogue>``. Arguments: ``x`` [1, C, H,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..spmm.template import epilogue_name, tile_pieces
+from ..spmm.template import clamp_value, epilogue_name, tile_pieces
 from .rows import StrideTwoShape, deinterleave_macro, vector_lanes
 
 
@@ -58,8 +57,7 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
     g = spec.rows
     n2 = g.row  # floats per de-interleaved row (one parity)
     deinterleave = deinterleave_macro(g)
-    lo, hi = spec.clamp if spec.clamp is not None else (-math.inf, math.inf)
-    clamp_lo, clamp_hi = lo != -math.inf, hi != math.inf
+    clamped = epilogue_name(spec.clamp) != "linear"
     parallel = spec.threads > 1
     # output row pieces (start, vectors, lanes), non-overlapping: the accumulators live in the output row, so
     # pieces must not share outputs. Up to 5 (16 + 8 + 4 + 2 + 1); absent ones as (0, 0, 1).
@@ -84,15 +82,11 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
                             ] * S[
                                 (2 * (2 * y + ry - pad) + g.parity(rx)) * n2 + g.column(x0 + q * vw, rx) + i
                             ]
-        for q in T.unroll(nq):
-            for i in T.vectorized(vw):
-                if clamp_lo and clamp_hi:
-                    Yf[(c * Ho + y) * Wo + x0 + q * vw + i] = T.min(
-                        T.max(Yf[(c * Ho + y) * Wo + x0 + q * vw + i], T.float32(lo)), T.float32(hi))
-                if clamp_lo and not clamp_hi:
-                    Yf[(c * Ho + y) * Wo + x0 + q * vw + i] = T.max(Yf[(c * Ho + y) * Wo + x0 + q * vw + i], T.float32(lo))
-                if clamp_hi and not clamp_lo:
-                    Yf[(c * Ho + y) * Wo + x0 + q * vw + i] = T.min(Yf[(c * Ho + y) * Wo + x0 + q * vw + i], T.float32(hi))
+        if clamped:
+            for q in T.unroll(nq):
+                for i in T.vectorized(vw):
+                    Yf[(c * Ho + y) * Wo + x0 + q * vw + i] = clamp_value(Yf[(c * Ho + y) * Wo + x0 + q * vw + i],
+                                                                          spec.clamp)
 
     @T.macro
     def channel(Xf, Wf, B, Yf, S, c):
