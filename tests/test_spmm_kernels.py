@@ -46,7 +46,7 @@ def reference(w, bias, x, clamp):
 LAYOUTS = ["channels", "offsets", "packed"]
 
 
-def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=2,
+def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
                   layout="channels"):
     cin, npix = x.shape
     lanes, acc = HOST.vector_lanes_f32, spmm_acc_registers_for(HOST)

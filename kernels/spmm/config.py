@@ -64,14 +64,14 @@ def spmm_chunk_for(target, row_floats: int, cin: int, stored_per_row: float) -> 
     Why and when: a tile larger than L1 makes most activation loads L2 hits (the kernel is bound by them: the
     512x512x196 layer at 90% runs 0.111 ms over 512 channels, 0.082 ms with the same nonzeros confined to 128).
     Chunks of ``tiles.spmm_l1_bytes`` make them L1 hits, but every (block, chunk) pair then costs a short loop
-    and its accumulators' load and store through ``Y``: with ~13 nonzeros per pair that cost eats the gain even
-    when the pairs' ``Y`` rows stay in L1 (measured on 32- and 64-row slices of that layer). The kernel is cut
-    when the nonzeros per pair times the share of the tile L1 cannot hold reaches
-    ``tiles.spmm_chunk_min_reuse``. Measured on the x86 host (AVX-512, MR 64, 48 KiB L1D; ms, whole -> cut):
-    512x512x196 (80-float rows: 160 KiB) at 70% 0.335 -> 0.273 (43 per pair x 0.7 = 30), at 80% 0.215 -> 0.190
-    (20), at 90% 0.108 -> 0.115 (10: left whole); 1024x1024x49 (64-float rows: 256 KiB) at 70% 0.523 -> 0.378,
-    at 90% 0.149 -> 0.136 (19 x 0.81 = 15.6); 512x1024x49 at 90% 0.059 -> 0.065 (12: left whole); 256x256x784
-    at 70% 0.263 -> 0.246 (17), at 90% 0.099 -> 0.117 (5.8: left whole). The x86 descriptors set the threshold to 14."""
+    and its accumulators' load and store through ``Y``, so a layer is cut only when the nonzeros per pair times
+    the share of the tile L1 cannot hold reaches ``tiles.spmm_chunk_min_reuse``. Measured on the x86 host
+    (AVX-512, MR 64, 48 KiB L1D; ms, whole -> cut; reuse in brackets): 512x512x196 (80-float rows: 160 KiB) at
+    70% 0.333 -> 0.250 (30), at 80% 0.216 -> 0.179 (20), at 90% 0.110 -> 0.106 (10.1); 1024x1024x49 (64-float
+    rows: 256 KiB) at 70% 0.481 -> 0.333 (47), at 90% 0.143 -> 0.121 (15.6); 512x1024x49 at 90% 0.058 -> 0.056
+    (12); 256x256x784 at 80% 0.173 -> 0.161 (11.5), at 90% 0.098 -> 0.103 (5.8: left whole); 256x512x196 at 90%
+    0.048 -> 0.051 (5.8: left whole). x86_64-avx512 sets the threshold to 8; x86_64 (AVX2, MR 32) to 14. (Before the kernel peeled its
+    first and last chunk and took single nonzeros in chunks, the cut lost up to 10.1 and the threshold was 14.)"""
     budget = target.tiles.get("spmm_l1_bytes")
     tile_bytes = 4 * max(1, row_floats) * cin
     if budget is None or tile_bytes <= int(budget):
