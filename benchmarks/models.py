@@ -5,11 +5,15 @@ on x86-64 and against onnxruntime-web in Node.
     python benchmarks/models.py --models mobilenet_v1 --sparsity 0.9 --sparsity 0.7   # pruned (issue 6)
     python benchmarks/models.py --models mobilenet_v1 --sparsity 0.9 --block 4        # 4-channel blocks
 
-Per row: median ms over --runs after --warmup, the spread ((p90-p10)/2 as % of the median), and the ratio
+Per row: median ms over all timed runs, the spread ((p90-p10)/2 as % of the median), and the ratio
 peer/edgesparse (above 1: edgesparse is faster); on pruned models also dense/sparse. The sparse build is
 `--sparse auto` (what a user gets: the cost model decides per layer), the dense one `--sparse off`. Every
-engine gets the same seeded input; outputs are checked against the peer's. Writes --json. Timings on a shared
-machine move: trust the ratios of one run.
+engine gets the same seeded input; outputs are checked against the peer's. Writes --json.
+
+Timings on a shared machine move: a neighbour's burst can slow one engine's runs and not the other's. So the
+engines take turns: --rounds rounds, each timing every engine for --runs runs after --warmup, and each ratio
+is the median of the per-round ratios (its lowest and highest round printed after it), so a slow phase weighs
+on both sides of a ratio. The medians are over all rounds' runs.
 """
 
 from __future__ import annotations
@@ -37,9 +41,15 @@ SETUPS = [
 ]
 
 
-def spread(r) -> float:
-    t = np.asarray(r.times_ms)
+def spread(times_ms) -> float:
+    t = np.asarray(times_ms)
     return float((np.percentile(t, 90) - np.percentile(t, 10)) / 2 / np.median(t) * 100)
+
+
+def paired(rounds: list[dict], num: str, den: str) -> list[float]:
+    """[median, lowest, highest] over rounds of median(num) / median(den) within the round."""
+    r = [turn[num].median_ms / turn[den].median_ms for turn in rounds]
+    return [float(np.median(r)), float(min(r)), float(max(r))]
 
 
 def main() -> None:
@@ -51,8 +61,9 @@ def main() -> None:
                     help="prune blocks of this many output channels (edgesparse prune --block)")
     ap.add_argument("--setups", default=",".join(f"{t}:{d}:{n}" for t, d, n in SETUPS),
                     help="comma-separated TARGET:DEVICE:THREADS")
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per engine and round")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=5, help="turns the engines take (ratios: median over rounds)")
     ap.add_argument("--json", default="benchmarks/models.json")
     args = ap.parse_args()
 
@@ -70,24 +81,32 @@ def main() -> None:
                 variants.append((label, pruned, [("sparse", "auto"), ("dense", "off")]))
             for label, onnx_path, builds in variants:
                 for target, device, threads in setups:
-                    results = {}
+                    outs = {}
                     for kind, mode in builds:
                         out = tmp / f"{label}-{target}-{kind}".replace(" @", "-").replace("%", "pct").replace(" ", "-")
                         compile_model(onnx_path, target, out, sparse=mode, threads=max(threads, 1))
-                        results[kind] = (out, bench(out, device, runs=args.runs, warmup=args.warmup, threads=threads))
-                    out, _ = results[builds[0][0]]
-                    manifest = load_manifest(out)
-                    peer = compare_ort(out, manifest, get_device(device, manifest), str(onnx_path),
-                                       args.warmup, args.runs, threads=threads)
+                        outs[kind] = out
+                    manifest = load_manifest(outs[builds[0][0]])
+                    dev = get_device(device, manifest)
+                    rounds = []  # per round: {engine: BenchResult}; the peer under "peer"
+                    for _ in range(max(1, args.rounds)):
+                        turn = {kind: bench(out, device, runs=args.runs, warmup=args.warmup, threads=threads)
+                                for kind, out in outs.items()}
+                        peer = compare_ort(outs[builds[0][0]], manifest, dev, str(onnx_path), args.warmup,
+                                           args.runs, threads=threads)
+                        turn["peer"] = peer.ort
+                        rounds.append(turn)
                     row = {"model": label, "target": target, "device": device, "threads": threads,
-                           "peer": peer.engine, "peer_ms": peer.ort.median_ms, "peer_spread_pct": spread(peer.ort),
+                           "peer": peer.engine, "rounds": len(rounds), "runs_per_round": args.runs,
                            "max_abs_diff": peer.max_abs_diff}
-                    for kind, (_, r) in results.items():
-                        row[f"{kind}_ms"] = r.median_ms
-                        row[f"{kind}_spread_pct"] = spread(r)
-                        row[f"peer_over_{kind}"] = peer.ort.median_ms / r.median_ms
-                    if "sparse" in results:
-                        row["dense_over_sparse"] = row["dense_ms"] / row["sparse_ms"]
+                    for engine in ["peer", *outs]:
+                        times = [t for turn in rounds for t in turn[engine].times_ms]
+                        row[f"{engine}_ms"] = float(np.median(times))
+                        row[f"{engine}_spread_pct"] = spread(times)
+                    for kind in outs:
+                        row[f"peer_over_{kind}"] = paired(rounds, "peer", kind)
+                    if "sparse" in outs:
+                        row["dense_over_sparse"] = paired(rounds, "dense", "sparse")
                     rows.append(row)
                     print_row(row)
     Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
@@ -96,11 +115,12 @@ def main() -> None:
 
 def print_row(r: dict) -> None:
     parts = [f"{r['model']:25s} {r['target']:14s} {r['device']:6s} t={r['threads']}"]
+    ratio = lambda v: f"x{v[0]:.2f} [{v[1]:.2f}..{v[2]:.2f}]"
     for kind in ("sparse", "dense"):
         if f"{kind}_ms" in r:
-            parts.append(f"{kind} {r[f'{kind}_ms']:7.2f} ms ±{r[f'{kind}_spread_pct']:4.1f}% (x{r[f'peer_over_{kind}']:.2f})")
+            parts.append(f"{kind} {r[f'{kind}_ms']:7.2f} ms ±{r[f'{kind}_spread_pct']:4.1f}% ({ratio(r[f'peer_over_{kind}'])})")
     if "dense_over_sparse" in r:
-        parts.append(f"dense/sparse x{r['dense_over_sparse']:.2f}")
+        parts.append(f"dense/sparse {ratio(r['dense_over_sparse'])}")
     parts.append(f"peer {r['peer_ms']:7.2f} ms ±{r['peer_spread_pct']:4.1f}%  |diff| {r['max_abs_diff']:.1e}")
     print("  ".join(parts), flush=True)
 
