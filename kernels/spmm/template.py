@@ -382,7 +382,9 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, 0, True, n_chunks == 1, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2,
                    d0, d1, d2)
         if n_chunks > 2:
-            for m in range(n_chunks - 2):  # a loop from 0: TVM 0.27 mis-lowered range(1, n) here
+            # from 0: written as range(1, n_chunks - 1) this loop gave wrong sums after TVM 0.27 lowered it
+            # (tests/test_spmm_kernels.py caught it with three chunks)
+            for m in range(n_chunks - 2):
                 chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, m + 1, False, False, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2,
                            d0, d1, d2)
         if n_chunks > 1:
