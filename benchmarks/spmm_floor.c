@@ -26,19 +26,18 @@ void floor_spmm_64x1(const float *x, int cin, int cout, int pixels, int chunk, c
         for (int q = 0; q < MR; q += 16) _mm512_store_ps(dst + q, _mm512_loadu_ps(src + q));
       }
       for (int r = 0; r < cout; ++r) {
-        const int first = segment_ptr[r * n_chunks];  /* the row's bias sits before its nonzeros */
-        const int k0 = segment_ptr[r * n_chunks + c], k1 = segment_ptr[r * n_chunks + c + 1];
+        const int k0 = segment_ptr[c * cout + r], k1 = segment_ptr[c * cout + r + 1];  /* chunk-major segments */
         float *out = y + (size_t)r * pixels + p0;
         __m512 a0, a1, a2, a3;
         if (c == 0) {
-          a0 = a1 = a2 = a3 = _mm512_set1_ps(values[r + first]);
+          a0 = a1 = a2 = a3 = _mm512_set1_ps(values[r]);  /* biases first */
         } else {
           a0 = _mm512_loadu_ps(out);
           a1 = _mm512_loadu_ps(out + 16);
           a2 = _mm512_loadu_ps(out + 32);
           a3 = _mm512_loadu_ps(out + 48);
         }
-        const float *w = values + r + 1;
+        const float *w = values + cout;  /* column k's weight at cout + k */
         for (int k = k0; k < k1; ++k) {
           const __m512 b = _mm512_set1_ps(w[k]);
           const float *t = scratch + channel_index[k];

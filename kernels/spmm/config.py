@@ -70,10 +70,11 @@ def spmm_chunk_for(target, row_floats: int, cin: int, stored_per_row: float) -> 
     70% 0.333 -> 0.250 (30), at 80% 0.216 -> 0.179 (20), at 90% 0.110 -> 0.106 (10.1); 1024x1024x49 (64-float
     rows: 256 KiB) at 70% 0.481 -> 0.333 (47), at 90% 0.143 -> 0.121 (15.6); 512x1024x49 at 90% 0.058 -> 0.056
     (12); 256x256x784 at 80% 0.173 -> 0.161 (11.5), at 90% 0.098 -> 0.103 (5.8: left whole); 256x512x196 at 90%
-    0.048 -> 0.051 (5.8). Those are layers alone in a loop, their weights warm. In a model the weights arrive
-    cold and a chunked kernel walks them row by row within each chunk: cutting MobileNetV1-p90's 512-channel
-    layers (reuse 10-12) made the model 1.6% slower although each layer alone was 3-4% faster. Both x86
-    descriptors set the threshold to 14 (AVX2 alone: 12.2 lost, 16.3 won)."""
+    0.048 -> 0.051 (5.8). Those are layers alone in a loop, their weights warm; in a model they arrive cold,
+    which is why the packed format stores segments chunk-major (pack.py: with block-major segments, cutting
+    MobileNetV1-p90's 512-channel layers made the whole model 1.6% slower although each layer alone was 3-4%
+    faster; chunk-major, it is 0.2% faster than leaving them whole, within the noise). x86_64-avx512 sets the
+    threshold to 8, x86_64 (AVX2, MR 32: 12.2 lost, 16.3 won) to 14."""
     budget = target.tiles.get("spmm_l1_bytes")
     tile_bytes = 4 * max(1, row_floats) * cin
     if budget is None or tile_bytes <= int(budget):

@@ -190,6 +190,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     tail_p0, tail_w = plan.extra[0] if plan.extra else (0, 0)
     n_full = cout // block
     n_rem = cout - n_full * block
+    n_blocks = n_full + n_rem
     in_shape = tuple(spec.in_shape or (cin, npix))
     out_shape = tuple(spec.out_shape or (cout, npix))
     assert math.prod(in_shape) == cin * npix and math.prod(out_shape) == cout * npix
@@ -235,7 +236,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
                     Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
-                        Wv[weight_at + k * rows + j] * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
+                        Wv[weight_at + k * block + j] * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
                     )
 
     @T.macro
@@ -245,9 +246,9 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
                     Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
-                        Wv[weight_at + k * rows + j]
+                        Wv[weight_at + k * block + j]
                         * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
-                        + Wv[weight_at + (k + 1) * rows + j]
+                        + Wv[weight_at + (k + 1) * block + j]
                         * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
                     )
 
@@ -258,15 +259,15 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
                 for i in T.vectorized(vw):
                     Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
                         (
-                            Wv[weight_at + k * rows + j]
+                            Wv[weight_at + k * block + j]
                             * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
-                            + Wv[weight_at + (k + 1) * rows + j]
+                            + Wv[weight_at + (k + 1) * block + j]
                             * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
                         )
                         + (
-                            Wv[weight_at + (k + 2) * rows + j]
+                            Wv[weight_at + (k + 2) * block + j]
                             * Src[scale * T.Cast("int32", Idx[k + 2]) + shift + q0 + q * vw + i]
-                            + Wv[weight_at + (k + 3) * rows + j]
+                            + Wv[weight_at + (k + 3) * block + j]
                             * Src[scale * T.Cast("int32", Idx[k + 3]) + shift + q0 + q * vw + i]
                         )
                     )
@@ -337,22 +338,18 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     @T.macro
     def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, c, first, last, p0,
                    a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+        # chunk c's segments (pack.py): block g's columns are Ptr[c * n_blocks + g] .. Ptr[c * n_blocks + g + 1];
+        # biases first in Wv (output channel o at o), then column k's block values at cout + block * k
         for b in range(n_full):
-            # block b: bias at block*(b + start_b); weight of nonzero k, row j at block*(b + 1 + k) + j
             block_rows(
-                Src, shift, Wv, Idx, Yf, b * block, block,
-                block * (b + Ptr[b * n_chunks]), block * (b + 1),
-                Ptr[b * n_chunks + c], Ptr[b * n_chunks + c + 1], p0, first, last,
+                Src, shift, Wv, Idx, Yf, b * block, block, b * block, cout,
+                Ptr[c * n_blocks + b], Ptr[c * n_blocks + b + 1], p0, first, last,
                 a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
             )
         for r in range(n_rem):
-            # remainder row r: values start after the full blocks' block*(n_full + nnz_full) entries
             block_rows(
-                Src, shift, Wv, Idx, Yf, n_full * block + r, 1,
-                block * (n_full + Ptr[n_full * n_chunks]) - Ptr[n_full * n_chunks] + r
-                + Ptr[(n_full + r) * n_chunks],
-                block * (n_full + Ptr[n_full * n_chunks]) - Ptr[n_full * n_chunks] + r + 1,
-                Ptr[(n_full + r) * n_chunks + c], Ptr[(n_full + r) * n_chunks + c + 1], p0, first, last,
+                Src, shift, Wv, Idx, Yf, n_full * block + r, 1, n_full * block + r, cout,
+                Ptr[c * n_blocks + n_full + r], Ptr[c * n_blocks + n_full + r + 1], p0, first, last,
                 a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
             )
 
@@ -419,7 +416,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         T.func_attr({"tirx.noalias": True})
         X = T.match_buffer(x_h, in_shape, "float32")
         Wv = T.match_buffer(w_h, (spec.n_values,), "float32")
-        Ptr = T.match_buffer(ptr_h, ((n_full + n_rem) * n_chunks + 1,), "int32")
+        Ptr = T.match_buffer(ptr_h, (n_blocks * n_chunks + 1,), "int32")
         Idx = T.match_buffer(idx_h, (spec.n_index,), idx_dtype)
         Y = T.match_buffer(y_h, out_shape, "float32")
         Xf = T.decl_buffer((cin * npix,), "float32", data=X.data)
@@ -431,7 +428,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         T.func_attr({"tirx.noalias": True})
         X = T.match_buffer(x_h, in_shape, "float32")
         Wv = T.match_buffer(w_h, (spec.n_values,), "float32")
-        Ptr = T.match_buffer(ptr_h, ((n_full + n_rem) * n_chunks + 1,), "int32")
+        Ptr = T.match_buffer(ptr_h, (n_blocks * n_chunks + 1,), "int32")
         Idx = T.match_buffer(idx_h, (spec.n_index,), idx_dtype)
         Y = T.match_buffer(y_h, out_shape, "float32")
         Xf = T.decl_buffer((cin * npix,), "float32", data=X.data)
