@@ -76,13 +76,14 @@ class LayerShape:
 
 
 def stored_weights(w: np.ndarray, block: int) -> int:
-    """Weights the packed format stores for ``w[Cout, Cin]``: per full block of ``block`` rows, its nonzero
-    columns x block; the ``Cout % block`` remainder rows are blocks of one (their nonzeros)."""
+    """Weights the packed format stores for ``w[Cout, Cin]``: ``block`` values per stored column, where a full
+    block of ``block`` rows stores its nonzero columns and each of the ``Cout % block`` remainder rows (blocks of
+    one, padded to ``block`` values per column: kernels/spmm/pack.py) its nonzeros."""
     cout, cin = w.shape
     nfull = cout // block
     nz = w != 0
     columns = int(nz[: nfull * block].reshape(nfull, block, cin).any(axis=1).sum()) if nfull else 0
-    return columns * block + int(nz[nfull * block:].sum())
+    return (columns + int(nz[nfull * block:].sum())) * block
 
 
 @dataclass(frozen=True)
