@@ -27,7 +27,6 @@ import tvm
 from edgesparse.cost import stored_weights
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
-    make_spmm_kernel,
     pack_spmm_weights,
     spmm_acc_registers_for,
     spmm_chunk_for,
@@ -35,7 +34,7 @@ from edgesparse.kernels.spmm import (
 from edgesparse.prune import magnitude_prune
 from edgesparse.targets import get_target
 
-from .spmm_layers import MOBILENET_V1_1X1, RELU6, measure, stats
+from .spmm_layers import MOBILENET_V1_1X1, RELU6, checked_kernel, measure, stats
 
 MR = 64
 
@@ -93,12 +92,7 @@ def main(argv=None):
                                            index_dtype="int16")
                 spec = SpmmKernelSpec.for_packed(packed, npix, MR, clamp=RELU6, lanes=desc.vector_lanes_f32,
                                                  acc_registers=spmm_acc_registers_for(desc), pack_tile=True)
-                ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
-                kern = ex.mod[spec.variant]
-                targs = [tvm.runtime.tensor(a, dev) for a in
-                         (x, packed.values, packed.segment_ptr, packed.channel_index, np.zeros_like(want))]
-                kern(*targs)
-                np.testing.assert_allclose(targs[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+                kern, targs = checked_kernel(spec, packed, x, want, target, dev)
 
                 xc, yc, scratch = aligned(x.size), aligned(want.size), aligned(packed.chunk * MR)
                 xc[:] = x.reshape(-1)

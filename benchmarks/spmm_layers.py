@@ -120,6 +120,18 @@ def measure(fns: dict, runs: int, warmup: int) -> dict:
     return times
 
 
+def checked_kernel(spec, packed, x, want, target, dev):
+    """The compiled kernel of ``spec`` and its bound arguments (x, packed arrays, output), run once and its
+    output checked against ``want``."""
+    ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
+    kern = ex.mod[spec.variant]
+    targs = [tvm.runtime.tensor(a, dev) for a in
+             (x, packed.values, packed.segment_ptr, packed.channel_index, np.zeros_like(want))]
+    kern(*targs)
+    np.testing.assert_allclose(targs[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+    return kern, targs
+
+
 def stats(ts):
     a = np.asarray(ts) * 1e3
     return float(np.median(a)), float(np.percentile(a, 10)), float(np.percentile(a, 90))
@@ -183,12 +195,7 @@ def main(argv=None):
                                        chunk=chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
                                              lanes=lanes, acc_registers=acc, pack_tile=pack_tile)
-            ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target)
-            kern = ex.mod[spec.variant]
-            targs = [tvm.runtime.tensor(a, dev) for a in
-                     (x, packed.values, packed.segment_ptr, packed.channel_index, np.zeros_like(want))]
-            kern(*targs)
-            np.testing.assert_allclose(targs[-1].numpy(), want, rtol=1e-4, atol=1e-4)
+            kern, targs = checked_kernel(spec, packed, x, want, target, dev)
 
             sess, model = ort_conv1x1(w.reshape(cout, cin, 1, 1), b, side)
             binding = sess.io_binding()
