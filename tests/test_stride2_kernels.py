@@ -59,19 +59,25 @@ def test_row_widths(w, k):
     run(3, 6, w, k)
 
 
-@pytest.mark.parametrize("h", [1, 2, 3, 7, 13])
-def test_plane_heights(h):
-    run(2, h, 20, 3, clamp=(0.0, 6.0))
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("h", [1, 2, 3, 4, 7, 13])
+@pytest.mark.parametrize("w", [8, 20])
+def test_plane_heights(h, w, k):
+    """Both walks (8 -> 4 outputs: plane; 20 -> 10: rows, on 8 lanes), planes whose top and bottom rows overlap."""
+    spec = run(2, h, w, k, clamp=(0.0, 6.0))
+    assert spec.walk == ("rows" if spec.out_width >= HOST.vector_lanes_f32 else "plane")
 
 
 @pytest.mark.parametrize("epilogue", list(CLAMPS))
 def test_epilogues(epilogue):
     spec = run(4, 10, 24, 3, clamp=CLAMPS[epilogue])
-    assert spec.variant == f"f32_dwconv3x3s2_{HOST.vector_lanes_f32}_{epilogue}"
+    assert spec.variant == f"f32_dwconv3x3s2_{spec.walk}{HOST.vector_lanes_f32}_{epilogue}"
 
 
-def test_threads_split_channels():
-    run(7, 12, 28, 3, clamp=(0.0, 6.0), threads=2)
+@pytest.mark.parametrize("w", [8, 28])
+def test_threads_split_channels(w):
+    run(7, 12, w, 3, clamp=(0.0, 6.0), threads=2)
+    run(2, 6, w, 3, threads=4)  # more threads than channels
 
 
 def test_mobilenet_v1_first_stride2_layer_on_avx512_descriptor():
@@ -144,7 +150,7 @@ def test_compile_routes_stride2_depthwise_to_the_template(tmp_path):
     from edgesparse.harness.verify import verify
 
     rng = np.random.default_rng(0)
-    for width, routed, group in ((24, "f32_dwconv3x3s2_8_relu6", True), (21, None, True),
+    for width, routed, group in ((24, "f32_dwconv3x3s2_rows8_relu6", True), (21, None, True),
                                  (24, "f32_conv3x3s2_8x8_relu6", False)):
         c = 8 if group else 3
         w = numpy_helper.from_array(rng.standard_normal((8, 1 if group else c, 3, 3)).astype(np.float32), "w")

@@ -9,7 +9,7 @@ FMAs and k accumulator round trips through L1, against k*k FMAs in one serial ch
 own taps (a hand-written AVX-512 C loop of each kind on a 112x112 plane: 0.36 vs 0.55 cycles per pixel; the
 TVM schedule of kernels/window.py, which also re-reads the weights from memory per tap: 0.59-0.67). The top and
 bottom ``pad`` input rows get their own loops, so the interior loop has no branches. Input rows pass through a
-ring of zero-bordered rows (the padding), copied ``AHEAD`` rows before use.
+ring of zero-bordered rows (the padding), copied ``AHEAD`` rows before use (kernels/row_ring.py).
 
 ``flat`` (rows narrower than a vector: 7 and 14 on 16 lanes): a row in pieces wastes most of each vector and
 a row walk pays its loop overhead per few pixels, so the plane is padded to rows of ``Wp >= W + pad`` floats
@@ -34,30 +34,11 @@ from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
+from ..row_ring import AHEAD, RING, vbcast, vindex, vload
 from ..spmm.template import clamp_value, epilogue_name, tile_pieces
 
-# the rows walk copies input row g + AHEAD (of the whole tensor, across channels) while it reads row g: a row read
-# right after it was stored would make its unaligned tap loads wait for the stores to reach L1 (store forwarding
-# fails when a load spans two stores); with a distance of 1, 48-pixel rows took 0.55 cycles/pixel, with 3 0.39
-# (hand-written AVX-512 C loop)
-AHEAD = 3
-RING = 4
 UNROLL_ROWS = 16  # the flat walk unrolls its row and vector loops on planes this high or less
 GROUPS = 5  # piece groups of a row: whole vectors, then one piece each of L/2, L/4, ... lanes (16 lanes: 5)
-
-
-def _vec(buf, start, lanes):
-    """``buf[start : start + lanes]`` as one value (a scalar when ``lanes`` is 1)."""
-    return buf[T.ramp(start, 1, lanes)] if lanes > 1 else buf[start]
-
-
-def _at(start, lanes):
-    """The index of a ``lanes``-wide store at ``start``."""
-    return T.ramp(start, 1, lanes) if lanes > 1 else start
-
-
-def _bcast(value, lanes):
-    return T.broadcast(value, lanes) if lanes > 1 else value
 
 
 def _groups(width: int, lanes: int) -> list[tuple[int, int, int]]:
@@ -127,7 +108,7 @@ def _make_rows(spec: DepthwiseS1Spec):
     def taps(Wl, R, c, h, ry, x, vw):
         s = None
         for rx in range(k):
-            t = _bcast(Wl[ry * k + rx], vw) * _vec(R, (c * H + h) % RING * row + lead + x + rx - p, vw)
+            t = vbcast(Wl[ry * k + rx], vw) * vload(R, (c * H + h) % RING * row + lead + x + rx - p, vw)
             s = t if s is None else s + t
         return s
 
@@ -138,16 +119,16 @@ def _make_rows(spec: DepthwiseS1Spec):
         if 0 <= h + p - ry and h + p - ry < H:
             if ry == 0 or h == 0:
                 if ry == k - 1 or h == H - 1:
-                    Yf[_at((c * H + h + p - ry) * W + x, vw)] = clamp_value(
-                        _bcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
+                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = clamp_value(
+                        vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
                 else:
-                    Yf[_at((c * H + h + p - ry) * W + x, vw)] = _bcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw)
+                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw)
             else:
                 if ry == k - 1 or h == H - 1:
-                    Yf[_at((c * H + h + p - ry) * W + x, vw)] = clamp_value(
-                        _vec(Yf, (c * H + h + p - ry) * W + x, vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
+                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = clamp_value(
+                        vload(Yf, (c * H + h + p - ry) * W + x, vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
                 else:
-                    Yf[_at((c * H + h + p - ry) * W + x, vw)] = _vec(Yf, (c * H + h + p - ry) * W + x, vw) + taps(
+                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = vload(Yf, (c * H + h + p - ry) * W + x, vw) + taps(
                         Wl, R, c, h, ry, x, vw)
 
     @T.macro
@@ -159,7 +140,7 @@ def _make_rows(spec: DepthwiseS1Spec):
     @T.macro
     def copy_group(Xf, R, g, x0, n, vw):
         for q in T.unroll(n):
-            R[_at(g % RING * row + lead + x0 + q * vw, vw)] = _vec(Xf, g * W + x0 + q * vw, vw)
+            R[vindex(g % RING * row + lead + x0 + q * vw, vw)] = vload(Xf, g * W + x0 + q * vw, vw)
 
     @T.macro
     def copy_row(Xf, R, g):
@@ -261,11 +242,11 @@ def _make_flat(spec: DepthwiseS1Spec):
 
     def value(S, Wl, B, c, v):
         # output vector v: bias + k row partial sums of k taps each (independent chains)
-        acc = _bcast(B[c], lanes)
+        acc = vbcast(B[c], lanes)
         for ry in range(k):
             s = None
             for rx in range(k):
-                t = _bcast(Wl[ry * k + rx], lanes) * _vec(S, c % 2 * plane + base + v * lanes + ry * Wp + rx, lanes)
+                t = vbcast(Wl[ry * k + rx], lanes) * vload(S, c % 2 * plane + base + v * lanes + ry * Wp + rx, lanes)
                 s = t if s is None else s + t
             acc = acc + s
         return clamp_value(acc, clamp)
@@ -273,7 +254,7 @@ def _make_flat(spec: DepthwiseS1Spec):
     @T.macro
     def move(dst, dst_at, src, src_at, n, vw):
         for q in T.unroll(n):
-            dst[_at(dst_at + q * vw, vw)] = _vec(src, src_at + q * vw, vw)
+            dst[vindex(dst_at + q * vw, vw)] = vload(src, src_at + q * vw, vw)
 
     @T.macro
     def row_pieces(dst, dst_at, src, src_at):
@@ -294,8 +275,8 @@ def _make_flat(spec: DepthwiseS1Spec):
         # row's data, which the next row's store overwrites); the last row moves in pieces, as it would read
         # past the channel
         for h in loop(H - 1):
-            S[_at(c % 2 * plane + lead + h * Wp, RV)] = T.Shuffle(
-                [_vec(Xf, (c * H + h) * W, RV), T.broadcast(T.float32(0), RV)], keep) if RV > W else _vec(
+            S[vindex(c % 2 * plane + lead + h * Wp, RV)] = T.Shuffle(
+                [vload(Xf, (c * H + h) * W, RV), T.broadcast(T.float32(0), RV)], keep) if RV > W else vload(
                     Xf, (c * H + h) * W, RV)
         row_pieces(S, c % 2 * plane + lead + (H - 1) * Wp, Xf, (c * H + H - 1) * W)
 
@@ -304,7 +285,7 @@ def _make_flat(spec: DepthwiseS1Spec):
         # an output row but the last as one RV-lane vector: its RV - W extra values land on the next row's first
         # values, which the next row's store overwrites; the last row in pieces (it would write past the channel)
         for y in loop(H - 1):
-            Yf[_at((c * H + y) * W, RV)] = _vec(O, y * Wp, RV)
+            Yf[vindex((c * H + y) * W, RV)] = vload(O, y * Wp, RV)
         row_pieces(Yf, (c * H + H - 1) * W, O, (H - 1) * Wp)
 
     @T.macro

@@ -1,15 +1,25 @@
 """f32 depthwise k x k convolution, stride 2, in NCHW, with fused bias and clamp: a TIR template.
 
-Each input row of a channel is de-interleaved into a per-channel scratch plane (rows.py: why and how), then
-every tap is a contiguous vector load (MobileNetV1's 64-channel 112x112 layer on AVX-512: 0.101 ms; the
-scheduled kernel that de-interleaves with per-lane gathers took 0.155 ms, ONNX Runtime 0.126 ms).
+Input rows are de-interleaved into even and odd columns (rows.py: why and how), so every tap is a contiguous
+vector load. Two walks, chosen by the output width (``DepthwiseS2Spec.walk``):
 
-Rows: an output row accumulates the k input rows 2y + ry - pad that exist (a uniform branch per row and tap).
-Columns: outputs are cut into whole vectors and power-of-two pieces (56 = 3x16 + 8), each its own
-accumulators, which are the output row itself (``tirx.noalias``: LLVM keeps them in registers, and no local
-buffer is needed). Threads split channels; each task has its own scratch plane from the kernel workspace.
+``rows`` (output rows of at least one vector): as the stride-1 rows walk (kernels/stride1/depthwise.py), each
+input row h is de-interleaved once into a ring slot (kernels/row_ring.py) and updates the output rows
+y = (h + pad - ry) / 2 it touches, which are the accumulators: bias at their first input row, clamp at their
+last. The ring stays in L1; a whole de-interleaved plane of a 112-wide channel (70 KB) did not.
 
-Variant name: ``f32_dwconv{k}x{k}s2_<L>_<epilogue>``. Arguments: ``x`` [1, C, H, W], ``w`` [C, 1, k, k],
+``plane`` (narrower outputs): every input row of a channel is de-interleaved into a scratch plane, then each
+output row accumulates the k input rows 2y + ry - pad that
+exist (a uniform branch per row and tap); its pieces' accumulators are the output row itself
+(``tirx.noalias``: LLVM keeps them in registers).
+
+Columns: outputs are cut into whole vectors and power-of-two pieces (56 = 3x16 + 8). Measured on AVX-512 (ms,
+one thread, plane -> rows): 64x112x112 0.093 -> 0.052, 96x112x112 0.143 -> 0.080, 144x56x56 0.043 -> 0.036;
+on 28-wide inputs the plane walk stays ahead (256x28x28 0.024 vs 0.027). The first plane kernel, against the
+scheduled one that de-interleaves with per-lane gathers: 0.101 vs 0.155 ms on the 64x112x112 layer (ONNX
+Runtime 0.126). Threads split channels; each task has its own scratch from the kernel workspace.
+
+Variant name: ``f32_dwconv{k}x{k}s2_<walk><L>_<epilogue>``. Arguments: ``x`` [1, C, H, W], ``w`` [C, 1, k, k],
 ``bias`` [C], ``y`` [1, C, Ho, Wo].
 """
 
@@ -19,6 +29,7 @@ from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
+from ..row_ring import AHEAD, RING, vbcast, vindex, vload
 from ..spmm.template import clamp_value, epilogue_name, tile_pieces
 from .rows import StrideTwoShape, deinterleave_macro, vector_lanes
 
@@ -35,9 +46,14 @@ class DepthwiseS2Spec(StrideTwoShape):
     threads: int = 1
 
     @property
+    def walk(self) -> str:
+        """``rows`` when an output row fills a vector, else ``plane`` (module doc)."""
+        return "rows" if self.out_width >= self.lanes else "plane"
+
+    @property
     def variant(self) -> str:
-        k = self.kernel
-        return f"f32_dwconv{k}x{k}s2_{vector_lanes(self.out_width, self.lanes)}_{epilogue_name(self.clamp)}"
+        k, lanes = self.kernel, vector_lanes(self.out_width, self.lanes)
+        return f"f32_dwconv{k}x{k}s2_{self.walk}{lanes}_{epilogue_name(self.clamp)}"
 
     def supported(self) -> str | None:
         """Why the template cannot compute this layer, or None."""
@@ -52,6 +68,117 @@ class DepthwiseS2Spec(StrideTwoShape):
 def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
     why = spec.supported()
     assert why is None, why
+    make = _make_rows if spec.walk == "rows" else _make_plane
+    return make(spec).with_attr("global_symbol", name or spec.variant)
+
+
+def _make_rows(spec: DepthwiseS2Spec):
+    C, H, W, k, pad = spec.channels, spec.height, spec.width, spec.kernel, spec.pad
+    Ho, Wo = spec.out_height, spec.out_width
+    g = spec.rows
+    n2 = g.row  # floats per de-interleaved row (one parity); a ring slot holds both parities
+    deinterleave = deinterleave_macro(g)
+    clamp, parallel = spec.clamp, spec.threads > 1
+    pieces = tile_pieces(Wo, spec.lanes)
+    assert len(pieces) <= 5, pieces
+    G = pieces + [(0, 0, 1)] * (5 - len(pieces))
+    slot = 2 * n2
+    ring = RING * slot
+    # input rows [top, middle_end) touch only output rows inside the plane and are neither an output row's
+    # first-by-clipping (h == 0) nor last-by-clipping (h == H - 1) row: their tests fold to the parity test
+    top = min(max(pad, 1), H)
+    middle_end = max(top, min(2 * Ho - pad, H - 1))
+    tasks = min(spec.threads, C)
+    per_task = -(-C // tasks)
+
+    def taps(Wl, R, c, h, ry, x, vw):
+        s = None
+        for rx in range(k):
+            at = (c * H + h) % RING * slot + g.parity(rx) * n2 + g.column(x, rx)
+            t = vbcast(Wl[ry * k + rx], vw) * vload(R, at, vw)
+            s = t if s is None else s + t
+        return s
+
+    @T.macro
+    def update(Yf, Wl, B, R, c, h, ry, x, vw):
+        # input row h = 2y + ry - pad into output row y; first/last as in the stride-1 rows walk
+        if T.floormod(h + pad - ry, 2) == 0 and 0 <= h + pad - ry and T.floordiv(h + pad - ry, 2) < Ho:
+            if ry == 0 or h == 0:
+                if ry == k - 1 or h == H - 1:
+                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = clamp_value(
+                        vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
+                else:
+                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = vbcast(B[c], vw) + taps(
+                        Wl, R, c, h, ry, x, vw)
+            else:
+                if ry == k - 1 or h == H - 1:
+                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = clamp_value(
+                        vload(Yf, (c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw) + taps(Wl, R, c, h, ry, x, vw),
+                        clamp)
+                else:
+                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = vload(
+                        Yf, (c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw) + taps(Wl, R, c, h, ry, x, vw)
+
+    @T.macro
+    def group(Yf, Wl, B, R, c, h, x0, n, vw):
+        for q in T.unroll(n):
+            for ry in T.unroll(k):
+                update(Yf, Wl, B, R, c, h, ry, x0 + q * vw, vw)
+
+    @T.macro
+    def input_row(Xf, Wl, B, Yf, R, c, h, c1):
+        # de-interleave the tensor's row c*H + h + AHEAD into its ring slot, then use row c*H + h
+        if (c * H + h) + AHEAD < c1 * H:
+            deinterleave(Xf, R, (c * H + h + AHEAD) * W, (c * H + h + AHEAD) % RING * slot)
+        group(Yf, Wl, B, R, c, h, G[0][0], G[0][1], G[0][2])
+        if G[1][1] > 0:
+            group(Yf, Wl, B, R, c, h, G[1][0], G[1][1], G[1][2])
+        if G[2][1] > 0:
+            group(Yf, Wl, B, R, c, h, G[2][0], G[2][1], G[2][2])
+        if G[3][1] > 0:
+            group(Yf, Wl, B, R, c, h, G[3][0], G[3][1], G[3][2])
+        if G[4][1] > 0:
+            group(Yf, Wl, B, R, c, h, G[4][0], G[4][1], G[4][2])
+
+    @T.macro
+    def channels(Xf, Wf, B, Yf, R, Wl, c0, c1):
+        for j in range(AHEAD):
+            if c0 * H + j < c1 * H:
+                deinterleave(Xf, R, (c0 * H + j) * W, (c0 * H + j) % RING * slot)
+        for c in range(c0, c1):
+            for i in T.unroll(k * k):
+                Wl[i] = Wf[c * k * k + i]
+            for h in range(top):
+                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+            for h in range(top, middle_end):
+                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+            for h in range(middle_end, H):
+                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+
+    @T.prim_func
+    def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        X = T.match_buffer(x_h, (1, C, H, W), "float32")
+        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
+        B = T.match_buffer(b_h, (C,), "float32")
+        Y = T.match_buffer(y_h, (1, C, Ho, Wo), "float32")
+        Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
+        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
+        Yf = T.decl_buffer((C * Ho * Wo,), "float32", data=Y.data)
+        if parallel:
+            for t in T.parallel(tasks):
+                Rp = T.decl_buffer((ring,), "float32")
+                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
+                channels(Xf, Wf, B, Yf, Rp, Wlp, t * per_task, T.min(C, t * per_task + per_task))
+        else:
+            R = T.decl_buffer((ring,), "float32")
+            Wl = T.decl_buffer((k * k,), "float32", scope="local")
+            channels(Xf, Wf, B, Yf, R, Wl, 0, C)
+
+    return dwconv
+
+
+def _make_plane(spec: DepthwiseS2Spec):
     C, H, W, k, pad = spec.channels, spec.height, spec.width, spec.kernel, spec.pad
     Ho, Wo = spec.out_height, spec.out_width
     g = spec.rows
@@ -123,4 +250,4 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
             for c in range(C):
                 channel(Xf, Wf, B, Yf, S, c)
 
-    return dwconv.with_attr("global_symbol", name or spec.variant)
+    return dwconv
