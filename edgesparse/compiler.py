@@ -23,7 +23,7 @@ from .errors import EdgesparseError
 from .frontend import onnx_model
 from .lower.build_kernels import compile_kernels, kernel_module, workspace_bound
 from .lower.relax_to_tir import lower_to_kernels
-from .passes.conv_templates import conv_templates
+from .passes.dense_templates import dense_templates
 from .passes.pipeline import optimize_graph
 from .passes.sparsify import onnx_weight_names, sparsify
 from .progress import Progress
@@ -121,7 +121,7 @@ def _front(model, tgt: Target, tmp_dir: Path, step, *, name=None, input_shapes=N
     sparse_layers: list = []
     mod = sparsify(mod, tgt, mode=sparse, min_sparsity=min_sparsity, threads=threads,
                    report=sparse_layers, names=onnx_weight_names(proto), cost_model=cost_model)
-    mod = conv_templates(mod, tgt, threads=threads)
+    mod = dense_templates(mod, tgt, threads=threads)
     return _Front(source, name, specs, output_names, mod, sparse_layers)
 
 

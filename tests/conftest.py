@@ -60,3 +60,46 @@ def have(tool: str) -> bool:
 
 requires_qemu = pytest.mark.skipif(not have("qemu-aarch64"), reason="qemu-aarch64 not installed (apt-get install qemu-user)")
 requires_node = pytest.mark.skipif(not have("node"), reason="node not installed")
+
+
+def save_graph(path: Path, nodes, inputs: dict, outputs: dict, weights: dict) -> Path:
+    """A one-graph ONNX model (opset 17) at ``path``: ``inputs``/``outputs`` map float32 names to shapes,
+    ``weights`` map initializer names to arrays."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in outputs.items()],
+        [numpy_helper.from_array(a, n) for n, a in weights.items()],
+    )
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def compile_checked(path: Path, target: str = "x86_64", tol: float = 1e-5) -> list[str]:
+    """Compile ``path`` next to itself, check its outputs against ONNX Runtime within ``tol`` and return the
+    kernel kinds of its calls, in order (manifest.json)."""
+    from edgesparse.compiler import compile as compile_model
+    from edgesparse.compiler import load_manifest
+    from edgesparse.harness.verify import verify
+
+    out = compile_model(path, target=target, out_dir=path.with_suffix("")).out_dir
+    rep = verify(path, out)
+    assert rep.ok and rep.worst < tol, rep.outputs
+    return [layer["kind"] for layer in load_manifest(out)["layers"]]
+
+
+def conv_clip_nodes(**conv_attrs) -> list:
+    """Conv(x, w, b) then Clip(0, 6) -> y: a layer and the epilogue the templates fold (needs ``clip_bounds``)."""
+    from onnx import helper
+
+    return [helper.make_node("Conv", ["x", "w", "b"], ["c"], **conv_attrs),
+            helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+
+
+def clip_bounds() -> dict:
+    import numpy as np
+
+    return {"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}

@@ -43,13 +43,13 @@ def test_manifest_describes_the_artifact(compiled):
     # 4.23M float32 parameters, BatchNorm folded away: the weight blob holds about 16.9 MB
     assert 16.5e6 < m["weight_bytes"] < 17.5e6
     kinds = [layer["kind"] for layer in m["layers"]]
-    # 1 + 13 depthwise + 13 pointwise; the first layer and the 4 stride-2 depthwise convs run the stride-2
+    # 1 + 13 depthwise + 13 pointwise + the classifier; the first layer and the 4 stride-2 depthwise convs run the stride-2
     # templates (kernels/stride2), the 9 stride-1 depthwise convs the stride-1 one (kernels/stride1)
     assert kinds[0].startswith("f32_conv3x3s2_"), kinds
     assert sum(k.startswith("f32_dwconv3x3s2_") for k in kinds) == 4, kinds
     assert sum(k.startswith("f32_dwconv3x3s1_") for k in kinds) == 9, kinds
     assert sum("conv" in k for k in kinds) == 27, kinds
-    assert any("matmul" in k or "dense" in k for k in kinds)
+    assert kinds[-1].startswith("f32_gemv_"), kinds  # the classifier: the fully-connected template (kernels/gemv.py)
     for f in m["files"].values():
         assert (out / f).is_file(), f
 

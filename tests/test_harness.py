@@ -30,7 +30,7 @@ def test_bench_profile_prints_top_layers_and_writes_json(compiled, tmp_path):
     assert "per-layer profile (3 kernel calls" in proc.stdout and "top 2" in proc.stdout
     table = proc.stdout[proc.stdout.index("per-layer"):].splitlines()
     assert table[1].split()[:4] == ["#", "op", "kind", "path"] and table[4].startswith("wrote ")
-    assert "matmul" in table[2] and " dense " in table[2] and "%" in table[2]
+    assert "f32_gemv_" in table[2] and " dense " in table[2] and "%" in table[2]
     rep = json.loads(out.read_text())
     rows = rep["profile"]
     assert [r["index"] for r in rows] == [0, 1, 2]

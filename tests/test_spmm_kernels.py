@@ -458,7 +458,7 @@ def test_wasm32_kernel_runs_in_node(block, tmp_path):
 
 def test_tile_plan_joins_remainder_when_accumulators_fit():
     from edgesparse.kernels.spmm import plan_tiles
-    from edgesparse.kernels.spmm.template import tile_pieces
+    from edgesparse.kernels.pieces import tile_pieces
 
     assert tile_pieces(68, 16) == [(0, 4, 16), (64, 1, 4)]
     assert tile_pieces(49, 16) == [(0, 3, 16), (48, 1, 1)]

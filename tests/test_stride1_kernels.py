@@ -15,6 +15,8 @@ import tvm
 from edgesparse.kernels.stride1 import DepthwiseS1Spec, make_depthwise_s1_kernel
 from edgesparse.targets import get_target
 
+from conftest import clip_bounds, compile_checked, conv_clip_nodes, save_graph
+
 HOST = get_target("x86_64")
 CLAMPS = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "minmax": (-0.5, 0.75)}
 
@@ -94,31 +96,16 @@ def test_compile_routes_stride1_depthwise_to_the_template(tmp_path):
     """Through compile: a depthwise 3x3 s1 conv + bias + Clip runs the template (fused into one call) for a wide
     and a narrow plane; a depthwise conv without padding stays with the window schedule; all equal ONNX
     Runtime."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from edgesparse.compiler import compile as compile_model
-    from edgesparse.compiler import load_manifest
-    from edgesparse.harness.verify import verify
-
     rng = np.random.default_rng(0)
     lanes = HOST.vector_lanes_f32
     for width, pad, routed in ((24, 1, f"f32_dwconv3x3s1_rows{lanes}_relu6"), (5, 1, f"f32_dwconv3x3s1_flat{lanes}_relu6"),
                                (12, 0, None)):
         c = 8
-        w = numpy_helper.from_array(rng.standard_normal((c, 1, 3, 3)).astype(np.float32), "w")
-        b = numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b")
-        lo = numpy_helper.from_array(np.array(0.0, np.float32), "lo")
-        hi = numpy_helper.from_array(np.array(6.0, np.float32), "hi")
-        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=c, kernel_shape=[3, 3], pads=[pad] * 4),
-                 helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
+        weights = {"w": rng.standard_normal((c, 1, 3, 3)).astype(np.float32),
+                   "b": rng.standard_normal(c).astype(np.float32), **clip_bounds()}
         ho, wo = 10 + 2 * pad - 2, width + 2 * pad - 2
-        g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 10, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, ho, wo])], [w, b, lo, hi])
-        path = tmp_path / f"s1_{width}_{pad}.onnx"
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-        out = compile_model(path, target="x86_64", out_dir=tmp_path / path.stem).out_dir
-        kinds = [layer["kind"] for layer in load_manifest(out)["layers"]]
+        path = save_graph(tmp_path / f"s1_{width}_{pad}.onnx",
+                          conv_clip_nodes(group=c, kernel_shape=[3, 3], pads=[pad] * 4),
+                          {"x": (1, c, 10, width)}, {"y": (1, c, ho, wo)}, weights)
+        kinds = compile_checked(path)
         assert kinds == [routed] if routed else not kinds[0].startswith("f32_"), kinds
-        rep = verify(path, out)
-        assert rep.ok and rep.worst < 1e-5, rep.outputs

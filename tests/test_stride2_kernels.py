@@ -14,6 +14,8 @@ import tvm
 from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
 from edgesparse.targets import get_target
 
+from conftest import clip_bounds, compile_checked, conv_clip_nodes, save_graph
+
 HOST = get_target("x86_64")
 CLAMPS = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "minmax": (-0.5, 0.75)}
 
@@ -142,32 +144,15 @@ def test_compile_routes_stride2_depthwise_to_the_template(tmp_path):
     """Through compile: a depthwise 3x3 s2 conv + bias + Clip runs the template (fused into one call), and so does
     a 3-channel 3x3 s2 conv; the depthwise conv on an odd-width input, and the one whose output rows are under
     half a vector (3 on 8 lanes), stay with the window schedule; all equal ONNX Runtime."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from edgesparse.compiler import compile as compile_model
-    from edgesparse.compiler import load_manifest
-    from edgesparse.harness.verify import verify
-
     rng = np.random.default_rng(0)
     for width, routed, group in ((24, "f32_dwconv3x3s2_rows8_relu6", True), (21, None, True), (6, None, True),
                                  (24, "f32_conv3x3s2_8x8_relu6", False)):
         c = 8 if group else 3
-        w = numpy_helper.from_array(rng.standard_normal((8, 1 if group else c, 3, 3)).astype(np.float32), "w")
-        b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")
-        lo = numpy_helper.from_array(np.array(0.0, np.float32), "lo")
-        hi = numpy_helper.from_array(np.array(6.0, np.float32), "hi")
-        nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=c if group else 1, kernel_shape=[3, 3],
-                                  pads=[1, 1, 1, 1],
-                                  strides=[2, 2]),
-                 helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
-        ho, wo = 5, (width + 1) // 2
-        g = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 10, width])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, ho, wo])], [w, b, lo, hi])
-        path = tmp_path / f"s2_{width}_{group}.onnx"
-        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-        out = compile_model(path, target="x86_64", out_dir=tmp_path / path.stem).out_dir
-        kinds = [layer["kind"] for layer in load_manifest(out)["layers"]]
+        weights = {"w": rng.standard_normal((8, 1 if group else c, 3, 3)).astype(np.float32),
+                   "b": rng.standard_normal(8).astype(np.float32), **clip_bounds()}
+        path = save_graph(tmp_path / f"s2_{width}_{group}.onnx",
+                          conv_clip_nodes(group=c if group else 1, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                          strides=[2, 2]),
+                          {"x": (1, c, 10, width)}, {"y": (1, 8, 5, (width + 1) // 2)}, weights)
+        kinds = compile_checked(path)
         assert kinds == [routed] if routed else not kinds[0].startswith("f32_"), kinds
-        rep = verify(path, out)
-        assert rep.ok and rep.worst < 1e-5, rep.outputs

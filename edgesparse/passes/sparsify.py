@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
 from edgesparse.cost import CostModel, LayerShape, load_cost_model, stored_weights
 from edgesparse.errors import EdgesparseError
@@ -46,6 +46,7 @@ from edgesparse.kernels.spmm import (
 )
 
 from .epilogue import Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
+from .kernel_calls import ChainRewriter
 
 MODES = ("auto", "on", "off")
 DEFAULT_MIN_SPARSITY = 0.5
@@ -218,37 +219,15 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
 
 
 @mutator
-class _SparsifyMutator(PyExprMutator):
-    def __init__(self, mod, target, threads):
+class _SparsifyRewriter(ChainRewriter):
+    def __init__(self, mod, target, threads, layers_by_func):
         super().__init__(mod)
-        self.mod_ = mod
-        self.target = target
-        self.threads = threads
-        self.ends: dict = {}
-        self.dropped: set = set()
-        self.added = 0  # kernels added: numbers their symbols
+        self.target, self.threads, self.layers_by_func = target, threads, layers_by_func
 
-    def rewrite(self, layers_by_func):
-        for gv, func in self.mod_.functions_items():
-            if not isinstance(func, relax.Function) or gv not in layers_by_func:
-                continue
-            self.ends, self.dropped = {}, set()
-            for layer in layers_by_func[gv]:
-                if layer.decision.sparse:
-                    self.ends[layer.end] = layer
-                    self.dropped.update(layer.inner)
-            if not self.ends:
-                continue
-            new_func = self.visit_expr(func)
-            self.builder_.update_func(gv, new_func)
-        return self.builder_.finalize()
+    def matches(self, gv, func):
+        return [(layer.end, layer.inner, layer) for layer in self.layers_by_func.get(gv, ()) if layer.decision.sparse]
 
-    def visit_var_binding_(self, binding):
-        if binding.var in self.dropped:
-            return  # folded into the kernel call that replaces the chain's last binding
-        layer = self.ends.get(binding.var)
-        if layer is None:
-            return super().visit_var_binding_(binding)
+    def replacement(self, binding, layer):
         d = layer.decision
         mr = spmm_mr_for(self.target, d.block)
         row_floats = spmm_tile_row_floats(self.target, d.pixels, d.block, self.threads)
@@ -268,22 +247,18 @@ class _SparsifyMutator(PyExprMutator):
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
                                          lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
                                          in_shape=in_shape, out_shape=out_shape)
-        prim = make_spmm_kernel(spec).without_attr("global_symbol")
-        # "<variant>__<n>": a unique symbol whose kind (manifest, profile) is the part before "__"
-        self.added += 1
-        gvar = self.builder_.add_func(prim, f"{spec.variant}__{self.added}")
+        gvar = self.add_kernel(make_spmm_kernel(spec), spec.variant)
         d.kernel = gvar.name_hint
         d.variant = spec.variant
         d.index_dtype = packed.index_dtype
         d.chunks = packed.n_chunks
         d.packed_bytes = packed.nbytes
-        call = relax.call_tir(
+        return relax.call_tir(
             gvar,
             relax.Tuple([x, relax.const(packed.values), relax.const(packed.segment_ptr),
                          relax.const(packed.channel_index)]),
             out_ty=relax.TensorType(list(out_shape), "float32"),
         )
-        self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(call)))
 
 
 def sparsify(
@@ -324,7 +299,7 @@ def sparsify(
         if isinstance(func, relax.Function):
             layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity, names=names,
                                              cost_model=cost_model, threads=threads)
-    out = _SparsifyMutator(mod, target, threads).rewrite(layers_by_func)
+    out = _SparsifyRewriter(mod, target, threads, layers_by_func).rewrite()
     if report is not None:
         for layers in layers_by_func.values():
             report.extend(layer.decision for layer in layers)

@@ -38,10 +38,12 @@ Signature of every variant (arguments in this order, see ``pack.py`` for the for
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
+from ..pieces import each_piece, tile_pieces
 from .pack import PackedSpmm
 
 EPILOGUES = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
@@ -122,23 +124,6 @@ def fit_tile(mr: int, pixels: int) -> int:
     return 1 << (pixels.bit_length() - 1)
 
 
-def tile_pieces(width: int, lanes: int) -> list[tuple[int, int, int]]:
-    """A tile of ``width`` pixels as pieces ``(start, vectors, vector width)``: whole vectors of ``lanes``, then
-    power-of-two pieces below a vector, widest first (68 at 16 lanes: (0, 4, 16), (64, 1, 4)). LLVM legalises a
-    vector of any other width badly (1024x1024x49 on AVX-512: a 48-lane vector + 1 took 0.52 ms, 32 + 16 + 1
-    lanes 0.20 ms)."""
-    pieces, at = [], 0
-    if width >= lanes:
-        pieces.append((0, width // lanes, lanes))
-        at = width // lanes * lanes
-    for k in reversed(range(lanes.bit_length())):
-        if (width - at) & (1 << k) and (1 << k) < lanes:
-            pieces.append((at, 1, 1 << k))
-            at += 1 << k
-    assert at == width, (width, lanes, pieces)
-    return pieces
-
-
 def accumulators(width: int, lanes: int) -> int:
     """Vector registers (or parts of one) a ``width``-pixel tile row accumulates in."""
     return sum(n for _, n, _ in tile_pieces(width, lanes))
@@ -212,184 +197,139 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     chunk_shift = 0 if spec.chunk_local else -chunk * row_stride  # times c; packed tile only
     tile_elems = chunk * row_stride
 
-    def pieces_of(width):
-        # up to 4 pieces (start, vectors, width), absent ones as (0, 0, 1): TVMScript has no loop over a list
-        ps = tile_pieces(width, lanes) if width else []
-        assert len(ps) <= 4, ps
-        return [v for pc in ps + [(0, 0, 1)] * (4 - len(ps)) for v in pc]
+    full_pieces = tile_pieces(mr, lanes)
+    tail_pieces = tile_pieces(tail_w, lanes) if tail_w else []
 
-    full_pieces = pieces_of(mr)
-    tail_pieces = pieces_of(tail_w)
-
-    # --- one statement kind over one piece (q0: the piece's first pixel in the tile, nq vectors of vw lanes) ---
+    # --- one statement kind over one piece (q0: the piece's first pixel in the tile, nq vectors of vw lanes);
+    # b: the Block being computed, k: its nonzero ---
 
     @T.macro
-    def init_piece(Wv, Yf, row0, rows, bias_at, p0, q0, nq, vw):
-        for j in T.unroll(rows):
+    def init_piece(b, q0, nq, vw):
+        for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Wv[bias_at + j]
+                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Wv[b.bias_at + j]
 
     @T.macro
-    def update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
-        for j in T.unroll(rows):
+    def update1_piece(b, q0, nq, vw):
+        for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
-                        Wv[weight_at + k * block + j] * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
+                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
+                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
+                        b.Wv[b.weight_at + b.k * block + j]
+                        * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
                     )
 
     @T.macro
-    def update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
+    def update2_piece(b, q0, nq, vw):
         # two nonzeros summed before they reach the accumulator: its dependency chain is one add per pair
-        for j in T.unroll(rows):
+        for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
-                        Wv[weight_at + k * block + j]
-                        * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
-                        + Wv[weight_at + (k + 1) * block + j]
-                        * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
+                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
+                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
+                        b.Wv[b.weight_at + b.k * block + j]
+                        * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
+                        + b.Wv[b.weight_at + (b.k + 1) * block + j]
+                        * b.Src[scale * T.Cast("int32", b.Idx[b.k + 1]) + b.shift + q0 + q * vw + i]
                     )
 
     @T.macro
-    def update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, q0, nq, vw):
-        for j in T.unroll(rows):
+    def update4_piece(b, q0, nq, vw):
+        for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] + (
+                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
+                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
                         (
-                            Wv[weight_at + k * block + j]
-                            * Src[scale * T.Cast("int32", Idx[k]) + shift + q0 + q * vw + i]
-                            + Wv[weight_at + (k + 1) * block + j]
-                            * Src[scale * T.Cast("int32", Idx[k + 1]) + shift + q0 + q * vw + i]
+                            b.Wv[b.weight_at + b.k * block + j]
+                            * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
+                            + b.Wv[b.weight_at + (b.k + 1) * block + j]
+                            * b.Src[scale * T.Cast("int32", b.Idx[b.k + 1]) + b.shift + q0 + q * vw + i]
                         )
                         + (
-                            Wv[weight_at + (k + 2) * block + j]
-                            * Src[scale * T.Cast("int32", Idx[k + 2]) + shift + q0 + q * vw + i]
-                            + Wv[weight_at + (k + 3) * block + j]
-                            * Src[scale * T.Cast("int32", Idx[k + 3]) + shift + q0 + q * vw + i]
+                            b.Wv[b.weight_at + (b.k + 2) * block + j]
+                            * b.Src[scale * T.Cast("int32", b.Idx[b.k + 2]) + b.shift + q0 + q * vw + i]
+                            + b.Wv[b.weight_at + (b.k + 3) * block + j]
+                            * b.Src[scale * T.Cast("int32", b.Idx[b.k + 3]) + b.shift + q0 + q * vw + i]
                         )
                     )
 
     @T.macro
-    def clamp_piece(Yf, row0, rows, p0, q0, nq, vw):
-        for j in T.unroll(rows):
+    def clamp_piece(b, q0, nq, vw):
+        for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Yf[(row0 + j) * npix + p0 + q0 + q * vw + i] = clamp_value(
-                        Yf[(row0 + j) * npix + p0 + q0 + q * vw + i], spec.clamp)
+                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = clamp_value(
+                        b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i], spec.clamp)
 
     @T.macro
-    def copy_piece(Xf, Xt, c, rows_in_chunk, p0, q0, nq, vw):
-        for ch in range(rows_in_chunk):
+    def copy_piece(cp, q0, nq, vw):
+        for ch in range(cp.rows_in_chunk):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    Xt[ch * row_stride + q0 + q * vw + i] = Xf[(c * chunk + ch) * npix + p0 + q0 + q * vw + i]
+                    cp.Xt[ch * row_stride + q0 + q * vw + i] = cp.Xf[
+                        (cp.c * chunk + ch) * npix + cp.p0 + q0 + q * vw + i]
 
     # --- one output block over one tile: every piece updated per nonzero (one pass) ---
 
     @T.macro
-    def block_rows(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, kb, ke, p0, first, last,
-                   a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    def block_rows(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, kb, ke, p0, first, last, pieces):
         if first:
-            init_piece(Wv, Yf, row0, rows, bias_at, p0, a0, a1, a2)
-            if b1 > 0:
-                init_piece(Wv, Yf, row0, rows, bias_at, p0, b0, b1, b2)
-            if c1 > 0:
-                init_piece(Wv, Yf, row0, rows, bias_at, p0, c0, c1, c2)
-            if d1 > 0:
-                init_piece(Wv, Yf, row0, rows, bias_at, p0, d0, d1, d2)
+            each_piece(init_piece, pieces, Block(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, p0, 0))
         if unroll == 2:
             for kk in range((ke - kb) // 2):
-                update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, a0, a1, a2)
-                if b1 > 0:
-                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, b0, b1, b2)
-                if c1 > 0:
-                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, c0, c1, c2)
-                if d1 > 0:
-                    update2_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 2 * kk, p0, d0, d1, d2)
+                each_piece(update2_piece, pieces,
+                           Block(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, p0, kb + 2 * kk))
         if unroll == 4:
             for kk in range((ke - kb) // 4):
-                update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, a0, a1, a2)
-                if b1 > 0:
-                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, b0, b1, b2)
-                if c1 > 0:
-                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, c0, c1, c2)
-                if d1 > 0:
-                    update4_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, kb + 4 * kk, p0, d0, d1, d2)
+                each_piece(update4_piece, pieces,
+                           Block(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, p0, kb + 4 * kk))
         for k in range(kb + (ke - kb) // unroll * unroll if unroll > 1 else kb, ke):
-            update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, a0, a1, a2)
-            if b1 > 0:
-                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, b0, b1, b2)
-            if c1 > 0:
-                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, c0, c1, c2)
-            if d1 > 0:
-                update1_piece(Src, shift, Wv, Idx, Yf, row0, rows, weight_at, k, p0, d0, d1, d2)
+            each_piece(update1_piece, pieces, Block(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, p0, k))
         if clamped and last:
-            clamp_piece(Yf, row0, rows, p0, a0, a1, a2)
-            if b1 > 0:
-                clamp_piece(Yf, row0, rows, p0, b0, b1, b2)
-            if c1 > 0:
-                clamp_piece(Yf, row0, rows, p0, c0, c1, c2)
-            if d1 > 0:
-                clamp_piece(Yf, row0, rows, p0, d0, d1, d2)
+            each_piece(clamp_piece, pieces, Block(Src, shift, Wv, Idx, Yf, row0, rows, bias_at, weight_at, p0, 0))
 
     @T.macro
-    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, c, first, last, p0,
-                   a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, c, first, last, p0, pieces):
         # chunk c's segments (pack.py): block g's columns are Ptr[c * n_blocks + g] .. Ptr[c * n_blocks + g + 1];
         # biases first in Wv (output channel o at o), then column k's block values at cout + block * k
         for b in range(n_full):
             block_rows(
                 Src, shift, Wv, Idx, Yf, b * block, block, b * block, cout,
-                Ptr[c * n_blocks + b], Ptr[c * n_blocks + b + 1], p0, first, last,
-                a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
+                Ptr[c * n_blocks + b], Ptr[c * n_blocks + b + 1], p0, first, last, pieces,
             )
         for r in range(n_rem):
             block_rows(
                 Src, shift, Wv, Idx, Yf, n_full * block + r, 1, n_full * block + r, cout,
-                Ptr[c * n_blocks + n_full + r], Ptr[c * n_blocks + n_full + r + 1], p0, first, last,
-                a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2,
+                Ptr[c * n_blocks + n_full + r], Ptr[c * n_blocks + n_full + r + 1], p0, first, last, pieces,
             )
 
     @T.macro
-    def chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, c, first, last, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    def chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, c, first, last, p0, pieces):
         if pack:
             # the tile's chunk c copied to rows of row_stride floats in Xt: aligned (no load splits a cache
             # line; CHW rows of 14x14 or 7x7 floats are not 64-byte multiples), contiguous
-            copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, a0, a1, a2)
-            if b1 > 0:
-                copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, b0, b1, b2)
-            if c1 > 0:
-                copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, c0, c1, c2)
-            if d1 > 0:
-                copy_piece(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0, d0, d1, d2)
-            all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, c, first, last, p0,
-                       a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2)
+            each_piece(copy_piece, pieces, Copy(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0))
+            all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, c, first, last, p0, pieces)
         else:
-            all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, c, first, last, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2)
+            all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, c, first, last, p0, pieces)
 
     @T.macro
-    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, p0, pieces):
         # chunk c of the input channels for every output block, then chunk c + 1: the chunk's activation tile
         # is read by all blocks while it is in L1; accumulators go back to Y between chunks. The first and the
         # last chunk are peeled off the loop so that "first" (bias) and "last" (clamp) are constants: inside a
         # loop they were tests on c, and the bias and the clamp went through Y in passes of their own.
-        chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, 0, True, n_chunks == 1, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2,
-                   d0, d1, d2)
+        chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, 0, True, n_chunks == 1, p0, pieces)
         if n_chunks > 2:
             # from 0: written as range(1, n_chunks - 1) this loop gave wrong sums after TVM 0.27 lowered it
             # (tests/test_spmm_kernels.py caught it with three chunks)
             for m in range(n_chunks - 2):
-                chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, m + 1, False, False, p0, a0, a1, a2, b0, b1, b2, c0, c1, c2,
-                           d0, d1, d2)
+                chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, m + 1, False, False, p0, pieces)
         if n_chunks > 1:
-            chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, n_chunks - 1, False, True, p0, a0, a1, a2, b0, b1, b2, c0, c1,
-                       c2, d0, d1, d2)
-
-    F = full_pieces
-    R = tail_pieces
+            chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, n_chunks - 1, False, True, p0, pieces)
 
     @T.macro
     def all_tiles(Xf, Xt, Wv, Ptr, Idx, Yf):
@@ -398,18 +338,14 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for t in T.parallel(n_tiles):
                 if pack:
                     Xp = T.decl_buffer((tile_elems,), "float32")
-                    pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
-                               F[6], F[7], F[8], F[9], F[10], F[11])
+                    pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, t * mr, full_pieces)
                 else:
-                    pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
-                               F[6], F[7], F[8], F[9], F[10], F[11])
+                    pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, t * mr, full_pieces)
         else:
             for t in range(n_tiles):
-                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, t * mr, F[0], F[1], F[2], F[3], F[4], F[5],
-                           F[6], F[7], F[8], F[9], F[10], F[11])
+                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, t * mr, full_pieces)
         if tail_w > 0:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p0, R[0], R[1], R[2], R[3], R[4], R[5],
-                       R[6], R[7], R[8], R[9], R[10], R[11])
+            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, tail_p0, tail_pieces)
 
     @T.prim_func
     def spmm_direct(x_h: T.handle, w_h: T.handle, ptr_h: T.handle, idx_h: T.handle, y_h: T.handle):
@@ -437,3 +373,9 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         all_tiles(Xf, Xt, Wv, Ptr, Idx, Yf)
 
     return (spmm_packed if pack else spmm_direct).with_attr("global_symbol", name or spec.variant)
+
+
+# what a piece macro of the template reads: output rows row0 .. row0 + rows of the tile at pixel p0, nonzero k
+Block = namedtuple("Block", "Src shift Wv Idx Yf row0 rows bias_at weight_at p0 k")
+# chunk c of the tile at pixel p0 (rows_in_chunk input channels) copied from Xf to the scratch tile Xt
+Copy = namedtuple("Copy", "Xf Xt c rows_in_chunk p0")

@@ -2,14 +2,13 @@
 
 Two walks of a channel's plane, chosen by the row width (``DepthwiseS1Spec.walk``):
 
-``rows`` (rows of at least one vector): each input row is read once, and its k shifted copies (taps rx) update
-the k output rows it touches (``y = h + pad - ry``); those output rows are the accumulators (``tirx.noalias``),
-initialised with the bias at their first input row and clamped at their last. Per output vector that is k*k
-FMAs and k accumulator round trips through L1, against k*k FMAs in one serial chain when each output sums its
-own taps (a hand-written AVX-512 C loop of each kind on a 112x112 plane: 0.36 vs 0.55 cycles per pixel; the
+``rows`` (rows of at least one vector): the row walk of kernels/row_ring.py, which the stride-2 template shares:
+each input row is read once, and its k shifted copies (taps rx) update the k output rows it touches
+(``y = h + pad - ry``), which are the accumulators. Against k*k FMAs in one serial chain when each output sums
+its own taps: a hand-written AVX-512 C loop of each kind on a 112x112 plane, 0.36 vs 0.55 cycles per pixel (the
 TVM schedule of kernels/window.py, which also re-reads the weights from memory per tap: 0.59-0.67). The top and
-bottom ``pad`` input rows get their own loops, so the interior loop has no branches. Input rows pass through a
-ring of zero-bordered rows (the padding), copied ``AHEAD`` rows before use (kernels/row_ring.py).
+bottom ``pad`` input rows get their own loops, so the interior loop has no branches. Input rows are copied into
+a ring of zero-bordered rows (the padding).
 
 ``flat`` (rows narrower than a vector: 7 and 14 on 16 lanes): a row in pieces wastes most of each vector and
 a row walk pays its loop overhead per few pixels, so the plane is padded to rows of ``Wp >= W + pad`` floats
@@ -30,22 +29,16 @@ Variant name: ``f32_dwconv{k}x{k}s1_<walk><L>_<epilogue>`` (L: the target's f32 
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..row_ring import AHEAD, RING, vbcast, vindex, vload
-from ..spmm.template import clamp_value, epilogue_name, tile_pieces
+from ..pieces import each_piece, tile_pieces
+from ..row_ring import RING, RowWalk, make_row_walk, split_channels, vbcast, vindex, vload
+from ..spmm.template import clamp_value, epilogue_name
 
 UNROLL_ROWS = 16  # the flat walk unrolls its row and vector loops on planes this high or less
-GROUPS = 5  # piece groups of a row: whole vectors, then one piece each of L/2, L/4, ... lanes (16 lanes: 5)
-
-
-def _groups(width: int, lanes: int) -> list[tuple[int, int, int]]:
-    """A row as ``GROUPS`` slots (start, vectors, lanes) of tile_pieces; unused slots have 0 vectors."""
-    g = tile_pieces(width, lanes)
-    assert len(g) <= GROUPS, g
-    return g + [(0, 0, 1)] * (GROUPS - len(g))
 
 
 @dataclass(frozen=True)
@@ -95,122 +88,29 @@ def make_depthwise_s1_kernel(spec: DepthwiseS1Spec, name: str | None = None):
 
 
 def _make_rows(spec: DepthwiseS1Spec):
-    C, H, W, k, p, lanes = spec.channels, spec.height, spec.width, spec.kernel, spec.pad, spec.lanes
-    clamp, parallel = spec.clamp, spec.threads > 1
-    G = _groups(W, lanes)
-    lead = lanes  # zeros before a ring row's data (>= pad), so the data starts vector-aligned
-    row = lead + W + lanes  # ring row: [lead zeros][W data][zeros >= pad]
-    ring = RING * row
-    top, middle, bottom = min(p, H), max(0, H - 2 * p), max(p, H - p)
-    tasks = min(spec.threads, C)
-    per_task = -(-C // tasks)
-
-    def taps(Wl, R, c, h, ry, x, vw):
-        s = None
-        for rx in range(k):
-            t = vbcast(Wl[ry * k + rx], vw) * vload(R, (c * H + h) % RING * row + lead + x + rx - p, vw)
-            s = t if s is None else s + t
-        return s
+    H, W, p, lanes = spec.height, spec.width, spec.pad, spec.lanes
+    lead = lanes  # zeros before a slot's data (>= pad), so the data starts vector-aligned
+    slot = lead + W + lanes  # [lead zeros][W data][zeros >= pad]
+    pieces = tile_pieces(W, lanes)
 
     @T.macro
-    def update(Yf, Wl, B, R, c, h, ry, x, vw):
-        # input row h into output row y = h + p - ry: the bias starts y's accumulator at y's first input row
-        # (ry == 0, or the top row), the clamp ends it at its last (ry == k - 1, or the bottom row)
-        if 0 <= h + p - ry and h + p - ry < H:
-            if ry == 0 or h == 0:
-                if ry == k - 1 or h == H - 1:
-                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = clamp_value(
-                        vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
-                else:
-                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw)
-            else:
-                if ry == k - 1 or h == H - 1:
-                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = clamp_value(
-                        vload(Yf, (c * H + h + p - ry) * W + x, vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
-                else:
-                    Yf[vindex((c * H + h + p - ry) * W + x, vw)] = vload(Yf, (c * H + h + p - ry) * W + x, vw) + taps(
-                        Wl, R, c, h, ry, x, vw)
-
-    @T.macro
-    def group(Yf, Wl, B, R, c, h, x0, n, vw):
+    def copy_group(cp, x0, n, vw):
         for q in T.unroll(n):
-            for ry in T.unroll(k):
-                update(Yf, Wl, B, R, c, h, ry, x0 + q * vw, vw)
+            cp.R[vindex(cp.g % RING * slot + lead + x0 + q * vw, vw)] = vload(cp.Src, cp.src_at + x0 + q * vw, vw)
 
     @T.macro
-    def copy_group(Xf, R, g, x0, n, vw):
-        for q in T.unroll(n):
-            R[vindex(g % RING * row + lead + x0 + q * vw, vw)] = vload(Xf, g * W + x0 + q * vw, vw)
+    def fill(Xf, R, g):
+        # input row g between the slot's zero borders, which are never written
+        each_piece(copy_group, pieces, Copy(Xf, g * W, R, g))
 
-    @T.macro
-    def copy_row(Xf, R, g):
-        # input row g of the whole tensor (row g % H of channel g // H) into ring slot g % RING; the slots'
-        # zero borders are never written
-        copy_group(Xf, R, g, G[0][0], G[0][1], G[0][2])
-        if G[1][1] > 0:
-            copy_group(Xf, R, g, G[1][0], G[1][1], G[1][2])
-        if G[2][1] > 0:
-            copy_group(Xf, R, g, G[2][0], G[2][1], G[2][2])
-        if G[3][1] > 0:
-            copy_group(Xf, R, g, G[3][0], G[3][1], G[3][2])
-        if G[4][1] > 0:
-            copy_group(Xf, R, g, G[4][0], G[4][1], G[4][2])
+    top = min(p, H)
+    walk = RowWalk(spec.channels, H, W, H, W, spec.kernel, p, 1, lanes, spec.clamp, spec.threads, slot,
+                   (top, max(top, H - p)), zero_ring=True)
+    return make_row_walk(walk, fill, lambda rx, x: lead + x + rx - p)
 
-    @T.macro
-    def input_row(Xf, Wl, B, Yf, R, c, h, c1):
-        # rows are copied AHEAD of use across channel boundaries too, so a channel's first rows are ready
-        if (c * H + h) + AHEAD < c1 * H:
-            copy_row(Xf, R, c * H + h + AHEAD)
-        group(Yf, Wl, B, R, c, h, G[0][0], G[0][1], G[0][2])
-        if G[1][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[1][0], G[1][1], G[1][2])
-        if G[2][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[2][0], G[2][1], G[2][2])
-        if G[3][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[3][0], G[3][1], G[3][2])
-        if G[4][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[4][0], G[4][1], G[4][2])
 
-    @T.macro
-    def channels(Xf, Wf, B, Yf, R, Wl, c0, c1):
-        for z in range(ring):
-            R[z] = T.float32(0)
-        for j in range(AHEAD):
-            if c0 * H + j < c1 * H:
-                copy_row(Xf, R, c0 * H + j)
-        for c in range(c0, c1):
-            for i in T.unroll(k * k):
-                Wl[i] = Wf[c * k * k + i]
-            # top rows, interior rows, bottom rows: in the interior every tap row is inside the plane and the
-            # first/last tests depend on ry alone, so they fold away once ry is unrolled
-            for h in range(top):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-            for h in range(p, p + middle):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-            for h in range(bottom, H):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-
-    @T.prim_func
-    def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        X = T.match_buffer(x_h, (1, C, H, W), "float32")
-        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
-        B = T.match_buffer(b_h, (C,), "float32")
-        Y = T.match_buffer(y_h, (1, C, H, W), "float32")
-        Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
-        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
-        Yf = T.decl_buffer((C * H * W,), "float32", data=Y.data)
-        if parallel:
-            for t in T.parallel(tasks):
-                Rp = T.decl_buffer((ring,), "float32")
-                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
-                channels(Xf, Wf, B, Yf, Rp, Wlp, t * per_task, T.min(C, t * per_task + per_task))
-        else:
-            R = T.decl_buffer((ring,), "float32")
-            Wl = T.decl_buffer((k * k,), "float32", scope="local")
-            channels(Xf, Wf, B, Yf, R, Wl, 0, C)
-
-    return dwconv
+Copy = namedtuple("Copy", "Src src_at R g")  # the row at Src[src_at:] into ring slot g % RING of R
+Move = namedtuple("Move", "dst dst_at src src_at")  # a row from src at src_at to dst at dst_at
 
 
 def _flat_row(height: int, width: int, pad: int, lanes: int) -> int:
@@ -224,8 +124,8 @@ def _flat_row(height: int, width: int, pad: int, lanes: int) -> int:
 
 def _make_flat(spec: DepthwiseS1Spec):
     C, H, W, k, p, lanes = spec.channels, spec.height, spec.width, spec.kernel, spec.pad, spec.lanes
-    clamp, parallel = spec.clamp, spec.threads > 1
-    G = _groups(W, lanes)
+    clamp = spec.clamp
+    pieces = tile_pieces(W, lanes)
     Wp = _flat_row(H, W, p, lanes)
     n_vec = -(-(H * Wp) // lanes)
     lead = p * Wp + p  # zeros before row 0's data: p pad rows and row 0's left pad (rounded up to a vector)
@@ -234,8 +134,7 @@ def _make_flat(spec: DepthwiseS1Spec):
     plane = lead + n_vec * lanes + (k - 1) * Wp + k
     base = lead - p * Wp - p  # S index of padded position (row -p, column -p) + ... for output q = 0, tap (0, 0)
 
-    tasks = min(spec.threads, C)
-    per_task = -(-C // tasks)
+    tasks, per_task = split_channels(spec.threads, C)
     loop = T.unroll if spec.height <= UNROLL_ROWS else T.serial
     RV = 1 << (W - 1).bit_length()  # lanes of one row's vector: W rounded up to a power of two (<= lanes)
     keep = [i if i < W else RV + i for i in range(RV)]  # a row's W values, then zeros
@@ -252,21 +151,13 @@ def _make_flat(spec: DepthwiseS1Spec):
         return clamp_value(acc, clamp)
 
     @T.macro
-    def move(dst, dst_at, src, src_at, n, vw):
+    def move(m, x0, n, vw):
         for q in T.unroll(n):
-            dst[vindex(dst_at + q * vw, vw)] = vload(src, src_at + q * vw, vw)
+            m.dst[vindex(m.dst_at + x0 + q * vw, vw)] = vload(m.src, m.src_at + x0 + q * vw, vw)
 
     @T.macro
     def row_pieces(dst, dst_at, src, src_at):
-        move(dst, dst_at + G[0][0], src, src_at + G[0][0], G[0][1], G[0][2])
-        if G[1][1] > 0:
-            move(dst, dst_at + G[1][0], src, src_at + G[1][0], G[1][1], G[1][2])
-        if G[2][1] > 0:
-            move(dst, dst_at + G[2][0], src, src_at + G[2][0], G[2][1], G[2][2])
-        if G[3][1] > 0:
-            move(dst, dst_at + G[3][0], src, src_at + G[3][0], G[3][1], G[3][2])
-        if G[4][1] > 0:
-            move(dst, dst_at + G[4][0], src, src_at + G[4][0], G[4][1], G[4][2])
+        each_piece(move, pieces, Move(dst, dst_at, src, src_at))
 
     @T.macro
     def plane_in(Xf, S, c):
@@ -314,7 +205,7 @@ def _make_flat(spec: DepthwiseS1Spec):
         Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
         Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
         Yf = T.decl_buffer((C * H * W,), "float32", data=Y.data)
-        if parallel:
+        if tasks > 1:
             for t in T.parallel(tasks):
                 Sp = T.decl_buffer((2 * plane,), "float32")
                 Op = T.decl_buffer((n_vec * lanes,), "float32")

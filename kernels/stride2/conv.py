@@ -15,15 +15,16 @@ Variant name: ``f32_conv{k}x{k}s2_<MR>x<NV*L>_<epilogue>``. Arguments: ``x`` [1,
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..spmm.template import clamp_value, epilogue_name, tile_pieces
+from ..pieces import each_piece, tile_pieces
+from ..spmm.template import clamp_value, epilogue_name
 from .rows import StrideTwoShape, deinterleave_macro
 
 MAX_CIN = 4  # the whole de-interleaved input is scratch: first layers only
-MAX_PARTS = 8
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,6 @@ class ConvS2Spec(StrideTwoShape):
         why = self.rows_unsupported()
         if why:
             return why
-        if len(self.row_parts()) > MAX_PARTS:
-            return f"output rows of {self.out_width} need more than {MAX_PARTS} parts"
         return None
 
 
@@ -90,7 +89,6 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
     clamped = epilogue_name(spec.clamp) != "linear"
     parallel = spec.threads > 1
     parts = spec.row_parts()
-    P = [v for pc in parts + [(0, 0, 1)] * (MAX_PARTS - len(parts)) for v in pc]
     plane = cin * H * 2 * n2  # row h of channel c, parity p at ((c * H + h) * 2 + p) * n2
 
     @T.macro
@@ -121,23 +119,13 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
                             Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i], spec.clamp)
 
     @T.macro
+    def tile_part(t, x0, nq, vw):
+        part(t.Wf, t.B, t.Yf, t.S, t.y, t.f0, x0, nq, vw)
+
+    @T.macro
     def out_row(Wf, B, Yf, S, y):
         for fb in range(cout // mr):
-            part(Wf, B, Yf, S, y, fb * mr, P[0], P[1], P[2])
-            if P[4] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[3], P[4], P[5])
-            if P[7] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[6], P[7], P[8])
-            if P[10] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[9], P[10], P[11])
-            if P[13] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[12], P[13], P[14])
-            if P[16] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[15], P[16], P[17])
-            if P[19] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[18], P[19], P[20])
-            if P[22] > 0:
-                part(Wf, B, Yf, S, y, fb * mr, P[21], P[22], P[23])
+            each_piece(tile_part, parts, Tile(Wf, B, Yf, S, y, fb * mr))
 
     @T.prim_func
     def conv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
@@ -160,3 +148,6 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
                 out_row(Wf, B, Yf, S, y)
 
     return conv.with_attr("global_symbol", name or spec.variant)
+
+
+Tile = namedtuple("Tile", "Wf B Yf S y f0")  # an output row's tile of mr channels from f0

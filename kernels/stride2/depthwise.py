@@ -3,8 +3,8 @@
 Input rows are de-interleaved into even and odd columns (rows.py: why and how), so every tap is a contiguous
 vector load. Two walks, chosen by the output width (``DepthwiseS2Spec.walk``):
 
-``rows`` (output rows of at least one vector): as the stride-1 rows walk (kernels/stride1/depthwise.py), each
-input row h is de-interleaved once into a ring slot (kernels/row_ring.py) and updates the output rows
+``rows`` (output rows of at least one vector): the row walk of kernels/row_ring.py, which the stride-1 template
+shares: each input row h is de-interleaved once into a ring slot and updates the output rows
 y = (h + pad - ry) / 2 it touches, which are the accumulators: bias at their first input row, clamp at their
 last. The ring stays in L1; a whole de-interleaved plane of a 112-wide channel (70 KB) did not.
 
@@ -25,12 +25,14 @@ Variant name: ``f32_dwconv{k}x{k}s2_<walk><L>_<epilogue>``. Arguments: ``x`` [1,
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..row_ring import AHEAD, RING, vbcast, vindex, vload
-from ..spmm.template import clamp_value, epilogue_name, tile_pieces
+from ..row_ring import RING, RowWalk, make_row_walk
+from ..pieces import each_piece, tile_pieces
+from ..spmm.template import clamp_value, epilogue_name
 from .rows import StrideTwoShape, deinterleave_macro, vector_lanes
 
 
@@ -73,109 +75,23 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
 
 
 def _make_rows(spec: DepthwiseS2Spec):
-    C, H, W, k, pad = spec.channels, spec.height, spec.width, spec.kernel, spec.pad
-    Ho, Wo = spec.out_height, spec.out_width
+    H, W, pad, Ho = spec.height, spec.width, spec.pad, spec.out_height
     g = spec.rows
     n2 = g.row  # floats per de-interleaved row (one parity); a ring slot holds both parities
     deinterleave = deinterleave_macro(g)
-    clamp, parallel = spec.clamp, spec.threads > 1
-    pieces = tile_pieces(Wo, spec.lanes)
-    assert len(pieces) <= 5, pieces
-    G = pieces + [(0, 0, 1)] * (5 - len(pieces))
     slot = 2 * n2
-    ring = RING * slot
-    # input rows [top, middle_end) touch only output rows inside the plane and are neither an output row's
+
+    @T.macro
+    def fill(Xf, R, r):
+        deinterleave(Xf, R, r * W, r % RING * slot)
+
+    # input rows [top, interior_end) touch only output rows inside the plane and are neither an output row's
     # first-by-clipping (h == 0) nor last-by-clipping (h == H - 1) row: their tests fold to the parity test
     top = min(max(pad, 1), H)
-    middle_end = max(top, min(2 * Ho - pad, H - 1))
-    tasks = min(spec.threads, C)
-    per_task = -(-C // tasks)
-
-    def taps(Wl, R, c, h, ry, x, vw):
-        s = None
-        for rx in range(k):
-            at = (c * H + h) % RING * slot + g.parity(rx) * n2 + g.column(x, rx)
-            t = vbcast(Wl[ry * k + rx], vw) * vload(R, at, vw)
-            s = t if s is None else s + t
-        return s
-
-    @T.macro
-    def update(Yf, Wl, B, R, c, h, ry, x, vw):
-        # input row h = 2y + ry - pad into output row y; first/last as in the stride-1 rows walk
-        if T.floormod(h + pad - ry, 2) == 0 and 0 <= h + pad - ry and T.floordiv(h + pad - ry, 2) < Ho:
-            if ry == 0 or h == 0:
-                if ry == k - 1 or h == H - 1:
-                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = clamp_value(
-                        vbcast(B[c], vw) + taps(Wl, R, c, h, ry, x, vw), clamp)
-                else:
-                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = vbcast(B[c], vw) + taps(
-                        Wl, R, c, h, ry, x, vw)
-            else:
-                if ry == k - 1 or h == H - 1:
-                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = clamp_value(
-                        vload(Yf, (c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw) + taps(Wl, R, c, h, ry, x, vw),
-                        clamp)
-                else:
-                    Yf[vindex((c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw)] = vload(
-                        Yf, (c * Ho + T.floordiv(h + pad - ry, 2)) * Wo + x, vw) + taps(Wl, R, c, h, ry, x, vw)
-
-    @T.macro
-    def group(Yf, Wl, B, R, c, h, x0, n, vw):
-        for q in T.unroll(n):
-            for ry in T.unroll(k):
-                update(Yf, Wl, B, R, c, h, ry, x0 + q * vw, vw)
-
-    @T.macro
-    def input_row(Xf, Wl, B, Yf, R, c, h, c1):
-        # de-interleave the tensor's row c*H + h + AHEAD into its ring slot, then use row c*H + h
-        if (c * H + h) + AHEAD < c1 * H:
-            deinterleave(Xf, R, (c * H + h + AHEAD) * W, (c * H + h + AHEAD) % RING * slot)
-        group(Yf, Wl, B, R, c, h, G[0][0], G[0][1], G[0][2])
-        if G[1][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[1][0], G[1][1], G[1][2])
-        if G[2][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[2][0], G[2][1], G[2][2])
-        if G[3][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[3][0], G[3][1], G[3][2])
-        if G[4][1] > 0:
-            group(Yf, Wl, B, R, c, h, G[4][0], G[4][1], G[4][2])
-
-    @T.macro
-    def channels(Xf, Wf, B, Yf, R, Wl, c0, c1):
-        for j in range(AHEAD):
-            if c0 * H + j < c1 * H:
-                deinterleave(Xf, R, (c0 * H + j) * W, (c0 * H + j) % RING * slot)
-        for c in range(c0, c1):
-            for i in T.unroll(k * k):
-                Wl[i] = Wf[c * k * k + i]
-            for h in range(top):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-            for h in range(top, middle_end):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-            for h in range(middle_end, H):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
-
-    @T.prim_func
-    def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        X = T.match_buffer(x_h, (1, C, H, W), "float32")
-        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
-        B = T.match_buffer(b_h, (C,), "float32")
-        Y = T.match_buffer(y_h, (1, C, Ho, Wo), "float32")
-        Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
-        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
-        Yf = T.decl_buffer((C * Ho * Wo,), "float32", data=Y.data)
-        if parallel:
-            for t in T.parallel(tasks):
-                Rp = T.decl_buffer((ring,), "float32")
-                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
-                channels(Xf, Wf, B, Yf, Rp, Wlp, t * per_task, T.min(C, t * per_task + per_task))
-        else:
-            R = T.decl_buffer((ring,), "float32")
-            Wl = T.decl_buffer((k * k,), "float32", scope="local")
-            channels(Xf, Wf, B, Yf, R, Wl, 0, C)
-
-    return dwconv
+    interior_end = max(top, min(2 * Ho - pad, H - 1))
+    walk = RowWalk(spec.channels, H, W, Ho, spec.out_width, spec.kernel, pad, 2, spec.lanes, spec.clamp,
+                   spec.threads, slot, (top, interior_end), zero_ring=False)
+    return make_row_walk(walk, fill, lambda rx, x: g.parity(rx) * n2 + g.column(x, rx))
 
 
 def _make_plane(spec: DepthwiseS2Spec):
@@ -187,14 +103,12 @@ def _make_plane(spec: DepthwiseS2Spec):
     clamped = epilogue_name(spec.clamp) != "linear"
     parallel = spec.threads > 1
     # output row pieces (start, vectors, lanes), non-overlapping: the accumulators live in the output row, so
-    # pieces must not share outputs. Up to 5 (16 + 8 + 4 + 2 + 1); absent ones as (0, 0, 1).
+    # pieces must not share outputs
     pieces = tile_pieces(Wo, spec.lanes)
-    assert len(pieces) <= 5, pieces
-    P = [v for pc in pieces + [(0, 0, 1)] * (5 - len(pieces)) for v in pc]
     plane = H * 2 * n2
 
     @T.macro
-    def row(Xf, Wf, B, Yf, S, c, y, x0, nq, vw):
+    def row(Wf, B, Yf, S, c, y, x0, nq, vw):
         # outputs x0 .. x0 + nq*vw of row y: nq accumulator vectors of vw lanes, kept in registers
         for q in T.unroll(nq):
             for i in T.vectorized(vw):
@@ -216,20 +130,16 @@ def _make_plane(spec: DepthwiseS2Spec):
                                                                           spec.clamp)
 
     @T.macro
+    def row_piece(r, x0, nq, vw):
+        row(r.Wf, r.B, r.Yf, r.S, r.c, r.y, x0, nq, vw)
+
+    @T.macro
     def channel(Xf, Wf, B, Yf, S, c):
         # de-interleave every input row of channel c into the scratch plane: row h, parity p at (2*h + p)*n2
         for h in range(H):
             deinterleave(Xf, S, (c * H + h) * W, 2 * h * n2)
         for y in range(Ho):
-            row(Xf, Wf, B, Yf, S, c, y, P[0], P[1], P[2])
-            if P[4] > 0:
-                row(Xf, Wf, B, Yf, S, c, y, P[3], P[4], P[5])
-            if P[7] > 0:
-                row(Xf, Wf, B, Yf, S, c, y, P[6], P[7], P[8])
-            if P[10] > 0:
-                row(Xf, Wf, B, Yf, S, c, y, P[9], P[10], P[11])
-            if P[13] > 0:
-                row(Xf, Wf, B, Yf, S, c, y, P[12], P[13], P[14])
+            each_piece(row_piece, pieces, OutRow(Wf, B, Yf, S, c, y))
 
     @T.prim_func
     def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
@@ -251,3 +161,6 @@ def _make_plane(spec: DepthwiseS2Spec):
                 channel(Xf, Wf, B, Yf, S, c)
 
     return dwconv
+
+
+OutRow = namedtuple("OutRow", "Wf B Yf S c y")  # output row y of channel c

@@ -1,0 +1,141 @@
+"""Dense layers the TIR templates cover -> calls of them: depthwise k x k stride 1 (kernels/stride1), depthwise
+k x k stride 2 and k x k stride 2 over at most 4 input channels, a network's first layer (kernels/stride2), and
+batch-1 fully-connected layers over packed weights (kernels/gemv.py).
+
+Matched: ``R.nn.conv2d`` with a constant float32 weight, stride 1 or 2, padding k // 2 on every side, dilation 1,
+NCHW/OIHW, a static ``[1, C, H, W]`` input the template supports, and either ``groups == C`` with a
+``[C, 1, k, k]`` weight (depthwise, stride 1 or 2; at stride 2 with output rows at least half a vector wide,
+below which the window schedule is as fast) or, at stride 2, ``groups == 1`` with a ``[Cout, Cin <= 4, k, k]``
+weight; ``R.matmul`` of a static ``[1, K]`` input by a constant float32 ``[K, N]`` weight (what sparsify left
+dense); then, each only when the previous value has no other use, an ``R.add`` of a constant per-channel bias and
+any chain of clamps (ReLU, ReLU6, Clip), folded into the call as sparsify folds them (passes/epilogue.py).
+Anything else stays for the schedules (kernels/window.py, kernels/conv2d.py, kernels/matmul.py).
+
+Why: TVM vectorises a stride-2 tap into per-lane loads; the stride-2 templates de-interleave input rows with
+vector shuffles instead (kernels/stride2/rows.py). Measured on the x86 host (AVX-512): MobileNetV1's 64-channel
+112x112 depthwise layer 0.155 -> 0.101 ms, its 3->32 first layer ~0.17 -> 0.104 ms (ONNX Runtime 0.126 and
+0.130 ms). At stride 1 the schedule sums each output's taps in one serial chain and re-reads the weights from
+memory; the template walks input rows into row accumulators (kernels/stride1/depthwise.py): 1.3-1.5x on
+MobileNet's 112/56/28-wide layers, 2.2x on its 7x7 ones. A fully-connected layer streams its weights once;
+packed per output tile they are one forward stream instead of K short ones (kernels/gemv.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from edgesparse.kernels.gemv import GemvSpec, make_gemv_kernel, pack_gemv_weights
+from edgesparse.kernels.stride1 import DepthwiseS1Spec, make_depthwise_s1_kernel
+from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
+
+from .epilogue import Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
+from .kernel_calls import ChainRewriter
+
+MAKERS = {DepthwiseS1Spec: make_depthwise_s1_kernel, DepthwiseS2Spec: make_depthwise_s2_kernel,
+          ConvS2Spec: make_conv_s2_kernel, GemvSpec: make_gemv_kernel}
+
+
+def _conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | ConvS2Spec | None:
+    a = value.attrs
+    x_shape, w = static_shape(value.args[0]), const_array(value.args[1])
+    if x_shape is None or len(x_shape) != 4 or x_shape[0] != 1 or w is None or w.dtype != np.float32:
+        return None
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        return None
+    strides = [int(s) for s in a.strides]
+    if strides not in ([1, 1], [2, 2]) or any(int(d) != 1 for d in a.dilation):
+        return None
+    pads = {int(p) for p in a.padding}
+    if len(pads) != 1 or str(a.data_layout) != "NCHW" or str(a.kernel_layout) != "OIHW":
+        return None
+    if str(a.out_layout) != "NCHW" or str(a.out_dtype or "float32") not in ("float32", ""):
+        return None
+    c, k, pad = x_shape[1], int(w.shape[2]), pads.pop()
+    lanes = target.vector_lanes_f32
+    if strides == [1, 1]:
+        if int(a.groups) != c or w.shape[:2] != (c, 1):
+            return None
+        spec = DepthwiseS1Spec(c, x_shape[2], x_shape[3], k, pad, lanes, threads=threads)
+    elif int(a.groups) == c and w.shape[:2] == (c, 1):
+        spec = DepthwiseS2Spec(c, x_shape[2], x_shape[3], k, pad, lanes, threads=threads)
+        if spec.out_width < lanes // 2:
+            # outputs under half a vector wide: the window schedule is as fast or faster (14 -> 7 on AVX-512:
+            # 0.0169 vs 0.0194 ms; on AVX2, 7 >= 4, par; benchmarks/depthwise_layers.py)
+            return None
+    elif int(a.groups) == 1 and w.shape[1] == c:
+        spec = ConvS2Spec(c, int(w.shape[0]), x_shape[2], x_shape[3], k, pad, lanes,
+                          int(target.tiles.get("conv_acc_regs", 12)), threads=threads)
+    else:
+        return None
+    return spec if spec.supported() is None else None
+
+
+def _gemv_spec(value, target, threads) -> GemvSpec | None:
+    x_shape, w = static_shape(value.args[0]), const_array(value.args[1])
+    if x_shape is None or w is None or w.dtype != np.float32 or w.ndim != 2 or dtype_of(value.args[0]) != "float32":
+        return None
+    if len(x_shape) != 2 or x_shape != (1, w.shape[0]):
+        return None
+    spec = GemvSpec.for_target(int(w.shape[0]), int(w.shape[1]), target.vector_lanes_f32,
+                               int(target.tiles.get("matmul_nv", 4)), threads=threads)
+    return spec if spec.supported() is None else None
+
+
+SPEC_OF = {"relax.nn.conv2d": _conv_spec, "relax.matmul": _gemv_spec}
+
+
+def _out_channels(spec) -> int:
+    return {ConvS2Spec: lambda s: s.cout, GemvSpec: lambda s: s.n}.get(type(spec), lambda s: s.channels)(spec)
+
+
+def _weight_constant(spec, w: np.ndarray) -> np.ndarray:
+    """The weight as the template reads it: packed per output tile for a gemv, as imported for a conv."""
+    return pack_gemv_weights(w, spec.nr) if isinstance(spec, GemvSpec) else w
+
+
+@mutator
+class _DenseTemplateRewriter(ChainRewriter):
+    def __init__(self, mod, target, threads):
+        super().__init__(mod)
+        self.target, self.threads = target, threads
+
+    def matches(self, gv, func):
+        uses = Uses(func)
+        found = []
+        for b in uses.bindings:
+            spec_of = SPEC_OF.get(op_name(b.value))
+            spec = spec_of(b.value, self.target, self.threads) if spec_of else None
+            if spec is None:
+                continue
+            ep = follow_epilogue(b.var, uses, _out_channels(spec), "matmul" if isinstance(spec, GemvSpec) else "conv2d")
+            out_shape = static_shape(ep.end)
+            if out_shape is None or math.prod(out_shape) != math.prod(static_shape(b.var) or (-1,)):
+                continue
+            spec = dataclasses.replace(spec, clamp=ep.clamp)
+            if isinstance(spec, GemvSpec):
+                spec = dataclasses.replace(spec, out_shape=out_shape)
+            found.append((ep.end, ep.inner, (b, spec, ep.bias)))
+        return found
+
+    def replacement(self, binding, match):
+        op, spec, bias = match
+        cout = _out_channels(spec)
+        bias = np.zeros(cout, np.float32) if bias is None else bias.astype(np.float32)
+        gvar = self.add_kernel(MAKERS[type(spec)](spec), spec.variant)
+        w = _weight_constant(spec, const_array(op.value.args[1]))
+        return relax.call_tir(
+            gvar,
+            relax.Tuple([self.visit_expr(op.value.args[0]), relax.const(w), relax.const(bias)]),
+            out_ty=relax.TensorType(list(static_shape(binding.var)), "float32"),
+        )
+
+
+def dense_templates(mod: tvm.IRModule, target, *, threads: int = 1) -> tvm.IRModule:
+    """Rewrite the dense layers the templates cover in every Relax function of ``mod`` (module doc)."""
+    return _DenseTemplateRewriter(mod, target, threads).rewrite()
