@@ -1,14 +1,17 @@
 """Dense layers the TIR templates cover -> calls of them: depthwise k x k stride 1 (kernels/stride1), depthwise
-k x k stride 2 and k x k stride 2 over at most 4 input channels, a network's first layer (kernels/stride2), and
-batch-1 fully-connected layers over packed weights (kernels/gemv.py).
+k x k stride 2 and k x k stride 2 over at most 4 input channels, a network's first layer (kernels/stride2),
+batch-1 fully-connected layers over packed weights (kernels/gemv.py) and global average pooling
+(kernels/global_pool.py).
 
 Matched: ``R.nn.conv2d`` with a constant float32 weight, stride 1 or 2, padding k // 2 on every side, dilation 1,
 NCHW/OIHW, a static ``[1, C, H, W]`` input the template supports, and either ``groups == C`` with a
 ``[C, 1, k, k]`` weight (depthwise, stride 1 or 2; at stride 2 with output rows at least half a vector wide,
 below which the window schedule is as fast) or, at stride 2, ``groups == 1`` with a ``[Cout, Cin <= 4, k, k]``
 weight; ``R.matmul`` of a static ``[1, K]`` input by a constant float32 ``[K, N]`` weight (what sparsify left
-dense); then, each only when the previous value has no other use, an ``R.add`` of a constant per-channel bias and
-any chain of clamps (ReLU, ReLU6, Clip), folded into the call as sparsify folds them (passes/epilogue.py).
+dense); ``R.mean`` over the two spatial axes of a static ``[1, C, H, W]`` input. Then, for the convolutions
+and fully-connected layers, each only when the previous value has no other use, an ``R.add`` of a constant
+per-channel bias and any chain of clamps (ReLU, ReLU6, Clip), folded into the call as sparsify folds them
+(passes/epilogue.py).
 Anything else stays for the schedules (kernels/window.py, kernels/conv2d.py, kernels/matmul.py).
 
 Why: TVM vectorises a stride-2 tap into per-lane loads; the stride-2 templates de-interleave input rows with
@@ -31,14 +34,16 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from edgesparse.kernels.gemv import GemvSpec, make_gemv_kernel, pack_gemv_weights
+from edgesparse.kernels.global_pool import GlobalPoolSpec, make_global_pool_kernel
 from edgesparse.kernels.stride1 import DepthwiseS1Spec, make_depthwise_s1_kernel
 from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
 
-from .epilogue import Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
+from .epilogue import Epilogue, Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
 from .kernel_calls import ChainRewriter
 
 MAKERS = {DepthwiseS1Spec: make_depthwise_s1_kernel, DepthwiseS2Spec: make_depthwise_s2_kernel,
-          ConvS2Spec: make_conv_s2_kernel, GemvSpec: make_gemv_kernel}
+          ConvS2Spec: make_conv_s2_kernel, GemvSpec: make_gemv_kernel,
+          GlobalPoolSpec: make_global_pool_kernel}
 
 
 def _conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | ConvS2Spec | None:
@@ -87,11 +92,25 @@ def _gemv_spec(value, target, threads) -> GemvSpec | None:
     return spec if spec.supported() is None else None
 
 
-SPEC_OF = {"relax.nn.conv2d": _conv_spec, "relax.matmul": _gemv_spec}
+def _pool_spec(value, target, threads) -> GlobalPoolSpec | None:
+    x_shape = static_shape(value.args[0])
+    if x_shape is None or len(x_shape) != 4 or x_shape[0] != 1 or dtype_of(value.args[0]) != "float32":
+        return None
+    if value.attrs.axis is None or sorted(int(a) % 4 for a in value.attrs.axis) != [2, 3]:
+        return None
+    return GlobalPoolSpec(x_shape[1], x_shape[2] * x_shape[3], target.vector_lanes_f32, threads, in_shape=x_shape)
+
+
+SPEC_OF = {"relax.nn.conv2d": _conv_spec, "relax.matmul": _gemv_spec, "relax.mean": _pool_spec}
 
 
 def _out_channels(spec) -> int:
     return {ConvS2Spec: lambda s: s.cout, GemvSpec: lambda s: s.n}.get(type(spec), lambda s: s.channels)(spec)
+
+
+def _op_kind(spec) -> str | None:
+    """The layer kind whose bias and clamps passes/epilogue.py folds into the call; None: nothing is folded."""
+    return {GemvSpec: "matmul", GlobalPoolSpec: None}.get(type(spec), "conv2d")
 
 
 def _weight_constant(spec, w: np.ndarray) -> np.ndarray:
@@ -113,27 +132,28 @@ class _DenseTemplateRewriter(ChainRewriter):
             spec = spec_of(b.value, self.target, self.threads) if spec_of else None
             if spec is None:
                 continue
-            ep = follow_epilogue(b.var, uses, _out_channels(spec), "matmul" if isinstance(spec, GemvSpec) else "conv2d")
+            kind = _op_kind(spec)
+            ep = follow_epilogue(b.var, uses, _out_channels(spec), kind) if kind else Epilogue(b.var)
             out_shape = static_shape(ep.end)
             if out_shape is None or math.prod(out_shape) != math.prod(static_shape(b.var) or (-1,)):
                 continue
-            spec = dataclasses.replace(spec, clamp=ep.clamp)
-            if isinstance(spec, GemvSpec):
+            if kind:
+                spec = dataclasses.replace(spec, clamp=ep.clamp)
+            if isinstance(spec, (GemvSpec, GlobalPoolSpec)):
                 spec = dataclasses.replace(spec, out_shape=out_shape)
             found.append((ep.end, ep.inner, (b, spec, ep.bias)))
         return found
 
     def replacement(self, binding, match):
         op, spec, bias = match
-        cout = _out_channels(spec)
-        bias = np.zeros(cout, np.float32) if bias is None else bias.astype(np.float32)
         gvar = self.add_kernel(MAKERS[type(spec)](spec), spec.variant)
-        w = _weight_constant(spec, const_array(op.value.args[1]))
-        return relax.call_tir(
-            gvar,
-            relax.Tuple([self.visit_expr(op.value.args[0]), relax.const(w), relax.const(bias)]),
-            out_ty=relax.TensorType(list(static_shape(binding.var)), "float32"),
-        )
+        args = [self.visit_expr(op.value.args[0])]
+        if _op_kind(spec):  # a layer with weights: weight and bias constants follow the input
+            cout = _out_channels(spec)
+            bias = np.zeros(cout, np.float32) if bias is None else bias.astype(np.float32)
+            args += [relax.const(_weight_constant(spec, const_array(op.value.args[1]))), relax.const(bias)]
+        return relax.call_tir(gvar, relax.Tuple(args),
+                              out_ty=relax.TensorType(list(static_shape(binding.var)), "float32"))
 
 
 def dense_templates(mod: tvm.IRModule, target, *, threads: int = 1) -> tvm.IRModule:

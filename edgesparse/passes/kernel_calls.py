@@ -32,7 +32,11 @@ class ChainRewriter(PyExprMutator):
         """Add a template PrimFunc under ``"<variant>__<n>"``: a unique symbol whose kind (manifest, profile) is
         the part before ``__``."""
         self.added += 1
-        return self.builder_.add_func(prim.without_attr("global_symbol"), f"{variant}__{self.added}")
+        # opaque to FuseOps (pattern 8, kOpaque): a template is a whole kernel. Left to AnnotateTIROpPattern, the
+        # global pool template (its buffers aliased through decl_buffer) read as elementwise and was fused with
+        # the reshape after it, which FuseTIR then rejected.
+        prim = prim.without_attr("global_symbol").with_attr("op_pattern", 8)
+        return self.builder_.add_func(prim, f"{variant}__{self.added}")
 
     def rewrite(self) -> tvm.IRModule:
         for gv, func in self.mod_.functions_items():
