@@ -248,6 +248,20 @@ def test_gemm_and_matmul_rewritten():
     assert len(spmm_calls(lowered)) == 2
 
 
+def test_skip_connection_added_in_the_kernel():
+    """A MobileNetV2 block's end (linear 1x1 + Add of the block input) and a ResNet one's (1x1 + bias + Add + Relu):
+    the Add is folded into the SpMM call as its residual, before the clamp; the outputs equal ONNX Runtime's."""
+    g = Graph((1, 16, 6, 6))
+    e = g.relu6(g.conv("x", 32, 16, sparsity=0.8))
+    y = g.op("Add", [g.conv(e, 16, 32, sparsity=0.8), "x"])  # linear bottleneck + skip
+    z = g.op("Relu", [g.op("Add", [y, g.conv(y, 16, 16, sparsity=0.7)])])  # skip first: add(skip, conv)
+    report, lowered = compile_and_compare(g.model(z, (1, 16, 6, 6)), mode="on")
+    assert [l.fused for l in report] == [["bias", "clamp(0,6)"], ["bias", "residual"],
+                                         ["bias", "residual", "clamp(0,inf)"]]
+    calls = spmm_calls(lowered)
+    assert len(calls) == 3 and sum("_add_" in c for c in calls) == 2, calls
+
+
 def test_conv_output_with_two_users_keeps_its_value():
     g = Graph((1, 16, 4, 4))
     c = g.conv("x", 16, 16, sparsity=0.8, bias=False)

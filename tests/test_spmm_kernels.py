@@ -34,8 +34,10 @@ def random_sparse(rng, cout, cin, sparsity):
     return w
 
 
-def reference(w, bias, x, clamp):
+def reference(w, bias, x, clamp, residual=None):
     y = w.astype(np.float64) @ x.astype(np.float64) + bias[:, None]
+    if residual is not None:
+        y = y + residual
     if clamp is not None:
         y = np.clip(y, clamp[0], clamp[1])
     return y.astype(np.float32)
@@ -47,7 +49,7 @@ LAYOUTS = ["channels", "offsets", "packed"]
 
 
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
-                  layout="channels"):
+                  layout="channels", residual=None):
     cin, npix = x.shape
     lanes, acc = HOST.vector_lanes_f32, spmm_acc_registers_for(HOST)
     tile = packed_tile_stride(npix, mr, lanes, block, acc, threads)
@@ -55,19 +57,21 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
     packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
                                chunk_local=layout == "packed")
     spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
-                                     lanes=lanes, acc_registers=acc, pack_tile=layout == "packed")
+                                     lanes=lanes, acc_registers=acc, pack_tile=layout == "packed",
+                                     residual=residual is not None)
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=HOST.tvm_target())
     dev = tvm.cpu()
     y = np.full((w.shape[0], npix), np.nan, np.float32)
-    args = [tvm.runtime.tensor(a, dev) for a in (x, packed.values, packed.segment_ptr, packed.channel_index, y)]
+    inputs = (x, packed.values, packed.segment_ptr, packed.channel_index) + (() if residual is None else (residual,))
+    args = [tvm.runtime.tensor(a, dev) for a in inputs + (y,)]
     ex.mod[spec.variant](*args)
     return args[-1].numpy(), packed, spec
 
 
 def check(w, bias, x, **kw):
     got, packed, spec = build_and_run(w, bias, x, **kw)
-    want = reference(w, bias, x, kw.get("clamp"))
+    want = reference(w, bias, x, kw.get("clamp"), kw.get("residual"))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return packed, spec
 
@@ -144,6 +148,23 @@ def test_epilogues(epilogue, block):
     x = (3 * rng.standard_normal((24, 50))).astype(np.float32)
     _, spec = check(w, bias, x, block=block, mr=16, clamp=CLAMPS[epilogue])
     assert spec.variant == f"f32_spmm_16x{block}_{epilogue}"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("clamp", ["linear", "relu6"])
+@pytest.mark.parametrize("chunk", [None, 8])
+@pytest.mark.parametrize("block", [1, 4])
+def test_residual_added_before_the_clamp(block, chunk, clamp, layout):
+    """A skip connection's tensor added at the last chunk, before the clamp: whole and chunked inputs, blocks and
+    a remainder row, a tile remainder (MR + 3 pixels), every activation layout."""
+    rng = np.random.default_rng(block * 10 + (chunk or 0))
+    w = random_sparse(rng, 9, 21, 0.7)
+    bias = rng.standard_normal(9).astype(np.float32)
+    x = rng.standard_normal((21, MR + 3)).astype(np.float32)
+    residual = (3 * rng.standard_normal((9, MR + 3))).astype(np.float32)
+    _, spec = check(w, bias, x, block=block, mr=MR, clamp=CLAMPS[clamp], chunk=chunk, layout=layout,
+                    residual=residual)
+    assert spec.variant == f"f32_spmm_{MR}x{block}_add_{clamp}"
 
 
 @pytest.mark.parametrize("block", [1, 2, 4])

@@ -1,11 +1,13 @@
 """Reading a Relax function for the passes that replace an operator by a kernel call, and the epilogue they fold
-into that call: a per-output-channel bias, then any chain of clamps.
+into that call: a per-output-channel bias, a residual, then any chain of clamps.
 
-Shared by the sparsify pass (1x1 convolutions and linear layers -> kernels/spmm) and the stride-2 pass
-(-> kernels/stride2), so that both fold exactly the same patterns:
+Shared by the sparsify pass (1x1 convolutions and linear layers -> kernels/spmm) and the dense templates pass
+(-> kernels/stride1, stride2, gemv.py), so that both fold exactly the same patterns:
 
 * an ``R.add`` of a constant bias of the operator's output channels (``[1, C, 1, 1]`` or ``[C, 1, 1]`` after a
   conv2d, ``[C]`` or ``[1, C]`` after a matmul);
+* then, where the caller's kernel takes one (``residual=True``), an ``R.add`` of a float32 tensor of the output's
+  shape that is not a constant: a skip connection (MobileNetV2's and ResNet's blocks);
 * then any chain of ``R.nn.relu``, ``R.clip``, ``R.maximum``/``R.minimum`` by a scalar constant (and the
   ``maximum``/``minimum`` ``call_tir`` that ``FoldConstant`` leaves for ONNX ``Clip``), folded into one
   ``(lo, hi)`` clamp;
@@ -153,24 +155,47 @@ class Epilogue:
     end: relax.Var  # the chain's last value: the kernel call's binding replaces this one's
     inner: list = field(default_factory=list)  # the values before ``end`` (dropped with the rewrite)
     bias: np.ndarray | None = None  # [cout] float32
+    residual: relax.Expr | None = None  # the tensor added after the bias
     clamp: tuple[float, float] | None = None
 
     @property
     def fused(self) -> list[str]:
-        """What was folded, as the manifest lists it: "bias", "clamp(lo,hi)"."""
+        """What was folded, as the manifest lists it: "bias", "residual", "clamp(lo,hi)"."""
         out = ["bias"] if self.bias is not None else []
+        if self.residual is not None:
+            out.append("residual")
         if self.clamp is not None:
             out.append(f"clamp({self.clamp[0]:g},{self.clamp[1]:g})")
         return out
 
 
-def follow_epilogue(var, uses: Uses, cout: int, op: str) -> Epilogue:
-    """The bias and clamps after ``var`` (module doc), each through a single-use value."""
+def residual_of(value, x):
+    """The tensor ``value`` adds to ``x`` when it is a skip connection: same static shape, float32, not a
+    constant, not ``x`` itself; else None."""
+    if op_name(value) != "relax.add":
+        return None
+    a, b = value.args
+    other = b if a.same_as(x) else a if b.same_as(x) else None
+    if other is None or other.same_as(x) or const_array(other) is not None:
+        return None
+    shape = static_shape(x)
+    if shape is None or static_shape(other) != shape or dtype_of(other) != "float32":
+        return None
+    return other
+
+
+def follow_epilogue(var, uses: Uses, cout: int, op: str, residual: bool = False) -> Epilogue:
+    """The bias, the residual (with ``residual``) and the clamps after ``var`` (module doc), each through a
+    single-use value."""
     ep = Epilogue(var)
     user = uses.single_user(var)
     if user is not None and (b := bias_of(user.value, var, cout, op)) is not None:
         ep.inner.append(ep.end)
         ep.end, ep.bias = user.var, b
+    user = uses.single_user(ep.end)
+    if residual and user is not None and (r := residual_of(user.value, ep.end)) is not None:
+        ep.inner.append(ep.end)
+        ep.end, ep.residual = user.var, r
     while (user := uses.single_user(ep.end)) is not None and (c := clamp_of(user.value, ep.end)) is not None:
         lo, hi = ep.clamp if ep.clamp is not None else (-math.inf, math.inf)
         ep.clamp = (max(lo, c[0]), min(hi, c[1]))

@@ -8,6 +8,7 @@ Input: a Relax module as the frontend leaves it after ``DecomposeOpsForInference
   NCHW/OIHW, input ``[1, Cin, H, W]``; or ``R.matmul`` of a ``[1, K]`` input by a constant ``[K, N]`` weight
   (ONNX Gemm/MatMul after constant folding of the transpose);
 * then, each only if the previous value has no other use: an ``R.add`` of a constant per-output-channel bias;
+  an ``R.add`` of another tensor of the output's shape (a skip connection: the kernel adds it, passes/epilogue.py);
   any chain of ``R.nn.relu``, ``R.clip``, ``R.maximum``/``R.minimum`` by a scalar constant (and the
   ``maximum``/``minimum`` ``call_tir`` that ``FoldConstant`` leaves for ONNX ``Clip``) folded into one clamp.
 
@@ -115,6 +116,7 @@ class _Layer:
     x: relax.Expr
     w: np.ndarray  # [Cout, Cin]
     bias: np.ndarray | None
+    residual: relax.Expr | None  # a skip connection's tensor added before the clamp
     clamp: tuple[float, float] | None
     end: relax.Var
     inner: list  # vars of the chain before `end` (dropped when the chain is rewritten)
@@ -197,11 +199,11 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
                                  block=None, sparse=False, reason="", weight_digest=digest)
         if not_eligible is not None:
             decision.reason = f"dense: {not_eligible}"
-            layers.append(_Layer(decision, value.args[0], None, None, None, binding.var, []))
+            layers.append(_Layer(decision, value.args[0], None, None, None, None, binding.var, []))
             continue
         w = w_arr.reshape(w_shape[0], w_shape[1]) if op == "conv2d" else np.ascontiguousarray(w_arr.T)
         cout = w.shape[0]
-        ep = follow_epilogue(binding.var, uses, cout, op)
+        ep = follow_epilogue(binding.var, uses, cout, op, residual=True)
         decision.block = choose_block(w)
         decision.fused = ep.fused
         decision.dense_bytes = int(w.size * 4 + (cout * 4 if ep.bias is not None else 0))
@@ -211,7 +213,7 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
             decision.predicted_sparse_ms = round(p.sparse_ms, 6)
             decision.predicted_gain = round(p.gain, 3)
         _decide(decision, mode, sparsity, min_sparsity, cost_model is not None)
-        layers.append(_Layer(decision, value.args[0], w, ep.bias, ep.clamp, ep.end, ep.inner))
+        layers.append(_Layer(decision, value.args[0], w, ep.bias, ep.residual, ep.clamp, ep.end, ep.inner))
     return layers
 
 
@@ -246,19 +248,18 @@ class _SparsifyRewriter(ChainRewriter):
         out_shape = static_shape(binding.var)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
                                          lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
-                                         in_shape=in_shape, out_shape=out_shape)
+                                         residual=layer.residual is not None, in_shape=in_shape,
+                                         out_shape=out_shape)
         gvar = self.add_kernel(make_spmm_kernel(spec), spec.variant)
         d.kernel = gvar.name_hint
         d.variant = spec.variant
         d.index_dtype = packed.index_dtype
         d.chunks = packed.n_chunks
         d.packed_bytes = packed.nbytes
-        return relax.call_tir(
-            gvar,
-            relax.Tuple([x, relax.const(packed.values), relax.const(packed.segment_ptr),
-                         relax.const(packed.channel_index)]),
-            out_ty=relax.TensorType(list(out_shape), "float32"),
-        )
+        args = [x, relax.const(packed.values), relax.const(packed.segment_ptr), relax.const(packed.channel_index)]
+        if layer.residual is not None:
+            args.append(self.visit_expr(layer.residual))
+        return relax.call_tir(gvar, relax.Tuple(args), out_ty=relax.TensorType(list(out_shape), "float32"))
 
 
 def sparsify(
