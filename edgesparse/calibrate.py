@@ -121,14 +121,14 @@ def calibration_model(path: Path, *, conv_chains=CONV_CHAINS, fc_chain=FC_CHAIN,
 def _layer_calls(manifest: dict, sparse: bool) -> list[int]:
     """The kernel call index of every sparsify decision of the manifest (the call order is not the graph's:
     a chain's last layer, a graph output, comes late). A sparse build's calls carry the decision's kernel name;
-    a dense build's conv2d/matmul calls are told apart by their output shape only, so a shape must have one
+    a dense build's conv2d/matmul/gemv calls are told apart by their output shape only, so a shape must have one
     input width (calibration_model checks it) and same-shaped layers may swap: they run the same dense kernel."""
     decisions, calls = manifest["sparsify"], manifest["layers"]
     by_key: dict = {}
     for i, c in enumerate(calls):
         if sparse and c["kernel"].startswith("f32_spmm_"):
             by_key.setdefault(c["kernel"], []).append(i)
-        elif not sparse and ("conv2d" in c["kind"] or "matmul" in c["kind"]):
+        elif not sparse and any(k in c["kind"] for k in ("conv2d", "matmul", "f32_gemv_")):
             by_key.setdefault((c["output_shape"][1], int(np.prod(c["output_shape"][2:]))), []).append(i)
     picked = []
     for d in decisions:
