@@ -158,6 +158,25 @@ def make_row_walk(walk: RowWalk, fill, tap_at):
             for h in range(interior_end, H):
                 input_row(Xf, Wl, B, Yf, R, c, h, c1)
 
+    @T.macro
+    def body(Xf, Wf, B, Yf):
+        if tasks > 1:
+            for t in T.parallel(tasks):
+                Rp = T.decl_buffer((ring,), "float32")
+                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
+                channels(Xf, Wf, B, Yf, Rp, Wlp, t * per_task, T.min(C, t * per_task + per_task))
+        else:
+            R = T.decl_buffer((ring,), "float32")
+            Wl = T.decl_buffer((k * k,), "float32", scope="local")
+            channels(Xf, Wf, B, Yf, R, Wl, 0, C)
+
+    return depthwise_prim_func(C, H, W, Ho, Wo, k, body)
+
+
+def depthwise_prim_func(C: int, H: int, W: int, Ho: int, Wo: int, k: int, body):
+    """The PrimFunc of a depthwise template: arguments x [1, C, H, W], w [C, 1, k, k], bias [C], y [1, C, Ho, Wo],
+    which the macro ``body(Xf, Wf, B, Yf)`` reads and writes flat (``tirx.noalias``: outputs are accumulators)."""
+
     @T.prim_func
     def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -168,14 +187,6 @@ def make_row_walk(walk: RowWalk, fill, tap_at):
         Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
         Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
         Yf = T.decl_buffer((C * Ho * Wo,), "float32", data=Y.data)
-        if tasks > 1:
-            for t in T.parallel(tasks):
-                Rp = T.decl_buffer((ring,), "float32")
-                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
-                channels(Xf, Wf, B, Yf, Rp, Wlp, t * per_task, T.min(C, t * per_task + per_task))
-        else:
-            R = T.decl_buffer((ring,), "float32")
-            Wl = T.decl_buffer((k * k,), "float32", scope="local")
-            channels(Xf, Wf, B, Yf, R, Wl, 0, C)
+        body(Xf, Wf, B, Yf)
 
     return dwconv

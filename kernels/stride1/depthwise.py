@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 
 from ..pieces import each_piece, tile_pieces
-from ..row_ring import RING, RowWalk, make_row_walk, split_channels, vbcast, vindex, vload
+from ..row_ring import RING, RowWalk, depthwise_prim_func, make_row_walk, split_channels, vbcast, vindex, vload
 from ..spmm.template import clamp_value, epilogue_name
 
 UNROLL_ROWS = 16  # the flat walk unrolls its row and vector loops on planes this high or less
@@ -195,16 +195,8 @@ def _make_flat(spec: DepthwiseS1Spec):
                 O[T.ramp(v * lanes, 1, lanes)] = value(S, Wl, B, c, v)
             rows_out(O, Yf, c)
 
-    @T.prim_func
-    def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        X = T.match_buffer(x_h, (1, C, H, W), "float32")
-        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
-        B = T.match_buffer(b_h, (C,), "float32")
-        Y = T.match_buffer(y_h, (1, C, H, W), "float32")
-        Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
-        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
-        Yf = T.decl_buffer((C * H * W,), "float32", data=Y.data)
+    @T.macro
+    def body(Xf, Wf, B, Yf):
         if tasks > 1:
             for t in T.parallel(tasks):
                 Sp = T.decl_buffer((2 * plane,), "float32")
@@ -217,4 +209,4 @@ def _make_flat(spec: DepthwiseS1Spec):
             Wl = T.decl_buffer((k * k,), "float32", scope="local")
             channels(Xf, Wf, B, Yf, S, O, Wl, 0, C)
 
-    return dwconv
+    return depthwise_prim_func(C, H, W, H, W, k, body)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from tvm.script import tirx as T
 
-from ..row_ring import RING, RowWalk, make_row_walk
+from ..row_ring import RING, RowWalk, depthwise_prim_func, make_row_walk
 from ..pieces import each_piece, tile_pieces
 from ..spmm.template import clamp_value, epilogue_name
 from .rows import StrideTwoShape, deinterleave_macro, vector_lanes
@@ -141,16 +141,8 @@ def _make_plane(spec: DepthwiseS2Spec):
         for y in range(Ho):
             each_piece(row_piece, pieces, OutRow(Wf, B, Yf, S, c, y))
 
-    @T.prim_func
-    def dwconv(x_h: T.handle, w_h: T.handle, b_h: T.handle, y_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        X = T.match_buffer(x_h, (1, C, H, W), "float32")
-        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
-        B = T.match_buffer(b_h, (C,), "float32")
-        Y = T.match_buffer(y_h, (1, C, Ho, Wo), "float32")
-        Xf = T.decl_buffer((C * H * W,), "float32", data=X.data)
-        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
-        Yf = T.decl_buffer((C * Ho * Wo,), "float32", data=Y.data)
+    @T.macro
+    def body(Xf, Wf, B, Yf):
         if parallel:
             for c in T.parallel(C):
                 Sp = T.decl_buffer((plane,), "float32")
@@ -160,7 +152,7 @@ def _make_plane(spec: DepthwiseS2Spec):
             for c in range(C):
                 channel(Xf, Wf, B, Yf, S, c)
 
-    return dwconv
+    return depthwise_prim_func(C, H, W, Ho, Wo, k, body)
 
 
 OutRow = namedtuple("OutRow", "Wf B Yf S c y")  # output row y of channel c
