@@ -1,5 +1,5 @@
 """The rewriting both template passes share (sparsify.py, dense_templates.py): each matched chain - an operator,
-then the bias and clamps folded into it (epilogue.py) - becomes one ``call_tir`` of a template kernel, bound to
+then the bias, residual and clamps folded into it (epilogue.py) - becomes one ``call_tir`` of a template kernel, bound to
 the chain's last variable; the chain's other bindings are dropped."""
 
 from __future__ import annotations
