@@ -80,19 +80,20 @@ class RowWalk:
 Row = namedtuple("Row", "Yf Wl B R c h")  # what an input row's groups update
 
 
-def make_row_walk(walk: RowWalk, fill, tap_at):
-    """The PrimFunc of ``walk`` (arguments x [1, C, H, W], w [C, 1, k, k], bias [C], y [1, C, Ho, Wo]).
+def row_walk_channels(walk: RowWalk, fill, tap_at):
+    """The macro ``channels(S, Wf, B, Yf, R, Wl, c0, c1)`` that walks channels c0 .. c1 - 1 of ``walk``: ``S`` is
+    what ``fill`` reads, ``Wf``/``B`` the depthwise weights (flat) and biases, ``Yf`` the output (flat), ``R`` the
+    ring (``RING * walk.slot`` floats) and ``Wl`` a local buffer of k*k weights.
 
-    ``fill``: a macro ``(Xf, R, g)`` that puts input row g of the tensor (row g % H of channel g // H) into ring
+    ``fill``: a macro ``(S, R, g)`` that puts input row g of the tensor (row g % H of channel g // H) into ring
     slot g % RING (at ``g % RING * walk.slot``). ``tap_at(rx, x)``: the offset in a slot of the vector tap rx
     multiplies into outputs x, x + 1, ..."""
-    C, H, W, Ho, Wo = walk.channels, walk.in_height, walk.in_width, walk.out_height, walk.out_width
+    C, H, Ho, Wo = walk.channels, walk.in_height, walk.out_height, walk.out_width
     k, p, s, clamp = walk.kernel, walk.pad, walk.stride, walk.clamp
     assert s in (1, 2), s
     pieces = tile_pieces(Wo, walk.lanes)
     slot, ring = walk.slot, RING * walk.slot
     top, interior_end = walk.cuts
-    tasks, per_task = split_channels(walk.threads, C)
 
     def taps(Wl, R, c, h, ry, x, vw):
         t = None
@@ -134,29 +135,40 @@ def make_row_walk(walk: RowWalk, fill, tap_at):
                 update(row.Yf, row.Wl, row.B, row.R, row.c, row.h, ry, x0 + q * vw, vw)
 
     @T.macro
-    def input_row(Xf, Wl, B, Yf, R, c, h, c1):
+    def input_row(S, Wl, B, Yf, R, c, h, c1):
         # rows are filled AHEAD of use across channel boundaries too, so a channel's first rows are ready
         if (c * H + h) + AHEAD < c1 * H:
-            fill(Xf, R, c * H + h + AHEAD)
+            fill(S, R, c * H + h + AHEAD)
         each_piece(group, pieces, Row(Yf, Wl, B, R, c, h))
 
     @T.macro
-    def channels(Xf, Wf, B, Yf, R, Wl, c0, c1):
+    def channels(S, Wf, B, Yf, R, Wl, c0, c1):
         if walk.zero_ring:
             for z in range(ring):
                 R[z] = T.float32(0)
         for j in range(AHEAD):
             if c0 * H + j < c1 * H:
-                fill(Xf, R, c0 * H + j)
+                fill(S, R, c0 * H + j)
         for c in range(c0, c1):
             for i in T.unroll(k * k):
                 Wl[i] = Wf[c * k * k + i]
             for h in range(top):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+                input_row(S, Wl, B, Yf, R, c, h, c1)
             for h in range(top, interior_end):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+                input_row(S, Wl, B, Yf, R, c, h, c1)
             for h in range(interior_end, H):
-                input_row(Xf, Wl, B, Yf, R, c, h, c1)
+                input_row(S, Wl, B, Yf, R, c, h, c1)
+
+    return channels
+
+
+def make_row_walk(walk: RowWalk, fill, tap_at):
+    """The depthwise PrimFunc of ``walk``: arguments x [1, C, H, W], w [C, 1, k, k], bias [C], y [1, C, Ho, Wo];
+    ``fill(Xf, R, g)`` reads x, flat (``row_walk_channels``)."""
+    C, H, W, Ho, Wo, k = walk.channels, walk.in_height, walk.in_width, walk.out_height, walk.out_width, walk.kernel
+    ring = RING * walk.slot
+    tasks, per_task = split_channels(walk.threads, C)
+    channels = row_walk_channels(walk, fill, tap_at)
 
     @T.macro
     def body(Xf, Wf, B, Yf):

@@ -46,7 +46,7 @@ MAKERS = {DepthwiseS1Spec: make_depthwise_s1_kernel, DepthwiseS2Spec: make_depth
           GlobalPoolSpec: make_global_pool_kernel}
 
 
-def _conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | ConvS2Spec | None:
+def conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | ConvS2Spec | None:
     a = value.attrs
     x_shape, w = static_shape(value.args[0]), const_array(value.args[1])
     if x_shape is None or len(x_shape) != 4 or x_shape[0] != 1 or w is None or w.dtype != np.float32:
@@ -101,7 +101,7 @@ def _pool_spec(value, target, threads) -> GlobalPoolSpec | None:
     return GlobalPoolSpec(x_shape[1], x_shape[2] * x_shape[3], target.vector_lanes_f32, threads, in_shape=x_shape)
 
 
-SPEC_OF = {"relax.nn.conv2d": _conv_spec, "relax.matmul": _gemv_spec, "relax.mean": _pool_spec}
+SPEC_OF = {"relax.nn.conv2d": conv_spec, "relax.matmul": _gemv_spec, "relax.mean": _pool_spec}
 
 
 def _out_channels(spec) -> int:

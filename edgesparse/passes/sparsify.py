@@ -22,6 +22,7 @@ dense and why), for the manifest. The pass knows no instructions: the cost model
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import asdict, dataclass, field
 
@@ -46,6 +47,11 @@ from edgesparse.kernels.spmm import (
     spmm_tile_row_floats,
 )
 
+from edgesparse.kernels.spmm_dwconv import SpmmDwSpec, fusion_pays, make_spmm_dwconv_kernel
+from edgesparse.kernels.stride1 import DepthwiseS1Spec
+from edgesparse.kernels.stride2 import DepthwiseS2Spec
+
+from .dense_templates import conv_spec
 from .epilogue import Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
 from .kernel_calls import ChainRewriter
 
@@ -120,6 +126,18 @@ class _Layer:
     clamp: tuple[float, float] | None
     end: relax.Var
     inner: list  # vars of the chain before `end` (dropped when the chain is rewritten)
+    depthwise: "_Depthwise | None" = None  # set by the rewriter when the layer's kernel computes it too
+
+
+@dataclass
+class _Depthwise:
+    """The depthwise conv that is a sparse 1x1's only user, with its own bias and clamp: one fused kernel call."""
+
+    spec: DepthwiseS1Spec | DepthwiseS2Spec  # its clamp set
+    w: np.ndarray  # [C, 1, k, k]
+    bias: np.ndarray | None
+    end: relax.Var
+    inner: list  # the conv's own vars before ``end``
 
 
 def _eligible(value) -> tuple[str, str | None]:
@@ -227,9 +245,45 @@ class _SparsifyRewriter(ChainRewriter):
         self.target, self.threads, self.layers_by_func = target, threads, layers_by_func
 
     def matches(self, gv, func):
-        return [(layer.end, layer.inner, layer) for layer in self.layers_by_func.get(gv, ()) if layer.decision.sparse]
+        uses = Uses(func)
+        found = []
+        for layer in self.layers_by_func.get(gv, ()):
+            if not layer.decision.sparse:
+                continue
+            layer.depthwise = self._depthwise_after(layer, uses)
+            if layer.depthwise is None:
+                found.append((layer.end, layer.inner, layer))
+            else:
+                dw = layer.depthwise
+                found.append((dw.end, [*layer.inner, layer.end, *dw.inner], layer))
+        return found
+
+    def _depthwise_after(self, layer, uses) -> _Depthwise | None:
+        """The depthwise conv the 1x1 ``layer`` feeds, when one kernel should compute both: the 1x1's output is
+        only the conv's input, the rows walk takes the conv, and the target's rule (kernels/spmm_dwconv.py
+        ``fusion_pays``: the descriptor's size of the 1x1's output and nonzeros per channel) says it pays."""
+        d = layer.decision
+        if d.op != "conv2d" or d.block != 1 or layer.residual is not None:
+            return None
+        cout = layer.w.shape[0]
+        if not fusion_pays(self.target, 4 * cout * d.pixels, np.count_nonzero(layer.w) / cout):
+            return None
+        user = uses.single_user(layer.end)
+        if user is None or op_name(user.value) != "relax.nn.conv2d" or not user.value.args[0].same_as(layer.end):
+            return None
+        spec = conv_spec(user.value, self.target, self.threads)
+        if not isinstance(spec, (DepthwiseS1Spec, DepthwiseS2Spec)) or spec.walk != "rows":
+            return None
+        ep = follow_epilogue(user.var, uses, spec.channels, "conv2d")
+        out_shape = static_shape(ep.end)
+        if out_shape is None or out_shape != static_shape(user.var):
+            return None
+        return _Depthwise(dataclasses.replace(spec, clamp=ep.clamp), const_array(user.value.args[1]), ep.bias,
+                          ep.end, ep.inner)
 
     def replacement(self, binding, layer):
+        if layer.depthwise is not None:
+            return self._fused_replacement(binding, layer)
         d = layer.decision
         mr = spmm_mr_for(self.target, d.block)
         row_floats = spmm_tile_row_floats(self.target, d.pixels, d.block, self.threads)
@@ -260,6 +314,24 @@ class _SparsifyRewriter(ChainRewriter):
         if layer.residual is not None:
             args.append(self.visit_expr(layer.residual))
         return relax.call_tir(gvar, relax.Tuple(args), out_ty=relax.TensorType(list(out_shape), "float32"))
+
+    def _fused_replacement(self, binding, layer):
+        """One call of the 1x1 and the depthwise conv after it: blocks of one, one chunk, offsets into X."""
+        d, dw = layer.decision, layer.depthwise
+        cin = layer.w.shape[1]
+        packed = pack_spmm_weights(layer.w, layer.bias, block=1, stride=compact_stride(cin, d.pixels))
+        spec = SpmmDwSpec(cin, int(packed.values.size), int(packed.channel_index.size), packed.index_dtype,
+                          packed.stride, layer.clamp, dw.spec)
+        gvar = self.add_kernel(make_spmm_dwconv_kernel(spec), spec.variant)
+        d.kernel, d.variant = gvar.name_hint, spec.variant
+        d.index_dtype, d.chunks, d.packed_bytes = packed.index_dtype, packed.n_chunks, packed.nbytes
+        stride = 1 if isinstance(dw.spec, DepthwiseS1Spec) else 2
+        d.fused = [*d.fused, f"depthwise{dw.spec.kernel}x{dw.spec.kernel}s{stride}"]
+        bias = np.zeros(dw.spec.channels, np.float32) if dw.bias is None else dw.bias.astype(np.float32)
+        args = [self.visit_expr(layer.x), relax.const(packed.values), relax.const(packed.segment_ptr),
+                relax.const(packed.channel_index), relax.const(dw.w), relax.const(bias)]
+        return relax.call_tir(gvar, relax.Tuple(args),
+                              out_ty=relax.TensorType(list(static_shape(binding.var)), "float32"))
 
 
 def sparsify(

@@ -87,7 +87,9 @@ def make_depthwise_s1_kernel(spec: DepthwiseS1Spec, name: str | None = None):
     return make(spec).with_attr("global_symbol", name or spec.variant)
 
 
-def _make_rows(spec: DepthwiseS1Spec):
+def row_walk_of(spec: DepthwiseS1Spec):
+    """(RowWalk, place, tap_at) of the rows walk (kernels/row_ring.py): ``place(Src, src_at, R, g)`` copies the
+    row at ``Src[src_at:]`` into ring slot g % RING, between the slot's zero borders (never written)."""
     H, W, p, lanes = spec.height, spec.width, spec.pad, spec.lanes
     lead = lanes  # zeros before a slot's data (>= pad), so the data starts vector-aligned
     slot = lead + W + lanes  # [lead zeros][W data][zeros >= pad]
@@ -99,14 +101,24 @@ def _make_rows(spec: DepthwiseS1Spec):
             cp.R[vindex(cp.g % RING * slot + lead + x0 + q * vw, vw)] = vload(cp.Src, cp.src_at + x0 + q * vw, vw)
 
     @T.macro
-    def fill(Xf, R, g):
-        # input row g between the slot's zero borders, which are never written
-        each_piece(copy_group, pieces, Copy(Xf, g * W, R, g))
+    def place(Src, src_at, R, g):
+        each_piece(copy_group, pieces, Copy(Src, src_at, R, g))
 
     top = min(p, H)
     walk = RowWalk(spec.channels, H, W, H, W, spec.kernel, p, 1, lanes, spec.clamp, spec.threads, slot,
                    (top, max(top, H - p)), zero_ring=True)
-    return make_row_walk(walk, fill, lambda rx, x: lead + x + rx - p)
+    return walk, place, lambda rx, x: lead + x + rx - p
+
+
+def _make_rows(spec: DepthwiseS1Spec):
+    walk, place, tap_at = row_walk_of(spec)
+    W = spec.width
+
+    @T.macro
+    def fill(Xf, R, g):
+        place(Xf, g * W, R, g)
+
+    return make_row_walk(walk, fill, tap_at)
 
 
 Copy = namedtuple("Copy", "Src src_at R g")  # the row at Src[src_at:] into ring slot g % RING of R

@@ -74,24 +74,37 @@ def make_depthwise_s2_kernel(spec: DepthwiseS2Spec, name: str | None = None):
     return make(spec).with_attr("global_symbol", name or spec.variant)
 
 
-def _make_rows(spec: DepthwiseS2Spec):
-    H, W, pad, Ho = spec.height, spec.width, spec.pad, spec.out_height
+def row_walk_of(spec: DepthwiseS2Spec):
+    """(RowWalk, place, tap_at) of the rows walk (kernels/row_ring.py): ``place(Src, src_at, R, g)``
+    de-interleaves the row at ``Src[src_at:]`` into ring slot g % RING (even columns, then odd ones)."""
+    H, pad, Ho = spec.height, spec.pad, spec.out_height
     g = spec.rows
     n2 = g.row  # floats per de-interleaved row (one parity); a ring slot holds both parities
     deinterleave = deinterleave_macro(g)
     slot = 2 * n2
 
     @T.macro
-    def fill(Xf, R, r):
-        deinterleave(Xf, R, r * W, r % RING * slot)
+    def place(Src, src_at, R, r):
+        deinterleave(Src, R, src_at, r % RING * slot)
 
     # input rows [top, interior_end) touch only output rows inside the plane and are neither an output row's
     # first-by-clipping (h == 0) nor last-by-clipping (h == H - 1) row: their tests fold to the parity test
     top = min(max(pad, 1), H)
     interior_end = max(top, min(2 * Ho - pad, H - 1))
-    walk = RowWalk(spec.channels, H, W, Ho, spec.out_width, spec.kernel, pad, 2, spec.lanes, spec.clamp,
+    walk = RowWalk(spec.channels, H, spec.width, Ho, spec.out_width, spec.kernel, pad, 2, spec.lanes, spec.clamp,
                    spec.threads, slot, (top, interior_end), zero_ring=False)
-    return make_row_walk(walk, fill, lambda rx, x: g.parity(rx) * n2 + g.column(x, rx))
+    return walk, place, lambda rx, x: g.parity(rx) * n2 + g.column(x, rx)
+
+
+def _make_rows(spec: DepthwiseS2Spec):
+    walk, place, tap_at = row_walk_of(spec)
+    W = spec.width
+
+    @T.macro
+    def fill(Xf, R, r):
+        place(Xf, r * W, R, r)
+
+    return make_row_walk(walk, fill, tap_at)
 
 
 def _make_plane(spec: DepthwiseS2Spec):

@@ -1,0 +1,176 @@
+"""f32 sparse 1x1 convolution feeding a depthwise convolution, as one kernel: the depthwise rows walk
+(kernels/row_ring.py) whose ring rows are computed by the SpMM instead of read from the 1x1's output.
+
+In MobileNets every expansion 1x1 conv feeds only a depthwise conv. Run apart, the 1x1 writes its output (96 x
+112 x 112 floats in MobileNetV2's second block: 4.8 MB, past L2) and the depthwise conv reads it back. Here the
+depthwise template's walk - channel by channel, input row by input row, ``AHEAD`` rows early - asks ``fill`` for
+row h of channel c, and ``fill`` computes it: bias, the 1x1's nonzeros of output channel c (block-1 packed
+weights, kernels/spmm/pack.py) times row h of each of their input channels, clamp; then the row goes into its
+ring slot as the depthwise template puts a read row there (a copy between zero borders at stride 1, a
+de-interleave at stride 2). The 1x1's output never exists. The SpMM's activations are read per output channel
+instead of per pixel tile (a row of each nonzero's input channel, from L2 rather than L1); the gain is the
+intermediate tensor's write and read.
+
+When it pays (``fusion_pays``): the saving is per element of the intermediate tensor and only when that tensor
+leaves L2; the loss is per nonzero (a row is a poorer unit than the SpMM's tile). So a pair is fused when the
+1x1's output has at least the descriptor's ``tiles.spmm_dwconv_min_bytes`` and at most
+``tiles.spmm_dwconv_max_nonzeros`` nonzeros per output channel; a descriptor without them never fuses.
+Whole models on the x86 host (AVX-512; 8 alternating rounds x 30 runs, median of per-round ratios unfused /
+fused [lowest..highest]): MobileNetV2-p85's 16->96 @112 (2.4 nonzeros per channel, 4.8 MB) 1.031 [0.992..1.040];
+also fusing its 24->144 @56 pairs (3.6, 1.8 MB) 1.003, and its 32->192 @28 ones (4.8, 0.6 MB) 0.987;
+MobileNetV1-p90's 32->64 @112 (3.2, 3.2 MB) 1.008 [0.959..1.017], with its 1.6 MB pairs 0.967; MobileNetV1-p70's
+32->64 @112 (9.6, 3.2 MB) 0.972 [0.942..0.982].
+
+Variant ``f32_spmm_<1x1 epilogue>_<depthwise variant without f32_>``, e.g.
+``f32_spmm_relu6_dwconv3x3s2_rows16_relu6``. Arguments: ``x`` [1, Cin, H, W], ``values``, ``segment_ptr``,
+``channel_index`` (the 1x1's packed weights, block 1, one chunk), ``w`` [C, 1, k, k], ``bias`` [C] (the depthwise
+conv's), ``y`` [1, C, Ho, Wo].
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+from tvm.script import tirx as T
+
+from .pieces import each_piece, tile_pieces
+from .row_ring import RING, row_walk_channels, split_channels
+from .spmm.template import clamp_value, epilogue_name
+from .stride1.depthwise import DepthwiseS1Spec
+from .stride1.depthwise import row_walk_of as s1_row_walk
+from .stride2.depthwise import DepthwiseS2Spec
+from .stride2.depthwise import row_walk_of as s2_row_walk
+
+
+def fusion_pays(target, out_bytes: int, nonzeros_per_channel: float) -> bool:
+    """Whether ``target`` (an ``edgesparse.targets.Target``) runs a sparse 1x1 whose output takes ``out_bytes``,
+    with ``nonzeros_per_channel`` on average, fused with the depthwise conv after it (module doc)."""
+    min_bytes = target.tiles.get("spmm_dwconv_min_bytes")
+    max_nonzeros = target.tiles.get("spmm_dwconv_max_nonzeros")
+    if min_bytes is None or max_nonzeros is None:
+        return False
+    return out_bytes >= int(min_bytes) and nonzeros_per_channel <= float(max_nonzeros)
+
+
+@dataclass(frozen=True)
+class SpmmDwSpec:
+    cin: int  # the 1x1's input channels
+    n_values: int  # packed arrays' sizes (kernels/spmm/pack.py, block 1, one chunk)
+    n_index: int
+    index_dtype: str
+    index_stride: int  # elements per input channel folded into channel_index
+    clamp: tuple[float, float] | None  # the 1x1's epilogue
+    dw: DepthwiseS1Spec | DepthwiseS2Spec  # channels, height and width: the 1x1's output
+
+    @property
+    def variant(self) -> str:
+        return f"f32_spmm_{epilogue_name(self.clamp)}_{self.dw.variant.removeprefix('f32_')}"
+
+    def supported(self) -> str | None:
+        """Why the pair cannot run as one kernel, or None."""
+        why = self.dw.supported()
+        if why:
+            return why
+        if self.dw.walk != "rows":
+            return f"the depthwise conv walks {self.dw.walk}, not rows"
+        return None
+
+
+def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
+    why = spec.supported()
+    assert why is None, why
+    dw = spec.dw
+    C, H, W, k = dw.channels, dw.height, dw.width, dw.kernel
+    Ho, Wo = dw.out_height, dw.out_width
+    cin, npix = spec.cin, dw.height * dw.width
+    assert npix % spec.index_stride == 0
+    scale = npix // spec.index_stride
+    walk, place, tap_at = (s1_row_walk if isinstance(dw, DepthwiseS1Spec) else s2_row_walk)(dw)
+    pieces = tile_pieces(W, dw.lanes)
+    clamped = epilogue_name(spec.clamp) != "linear"
+    ring = RING * walk.slot
+    tasks, per_task = split_channels(dw.threads, C)
+
+    # --- one statement kind over one piece of the row being computed (r: a PointwiseRow) ---
+
+    @T.macro
+    def init(r, x0, n, vw):
+        for q in T.unroll(n):
+            for i in T.vectorized(vw):
+                r.S.Row[x0 + q * vw + i] = r.S.Wv[r.c]
+
+    @T.macro
+    def update1(r, x0, n, vw):
+        for q in T.unroll(n):
+            for i in T.vectorized(vw):
+                r.S.Row[x0 + q * vw + i] = r.S.Row[x0 + q * vw + i] + r.S.Wv[C + r.j] * r.S.Xf[
+                    scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
+
+    @T.macro
+    def update2(r, x0, n, vw):
+        # two nonzeros summed before they reach the accumulator (as the SpMM template does)
+        for q in T.unroll(n):
+            for i in T.vectorized(vw):
+                r.S.Row[x0 + q * vw + i] = r.S.Row[x0 + q * vw + i] + (
+                    r.S.Wv[C + r.j] * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
+                    + r.S.Wv[C + r.j + 1]
+                    * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j + 1]) + r.h * W + x0 + q * vw + i])
+
+    @T.macro
+    def clamp(r, x0, n, vw):
+        for q in T.unroll(n):
+            for i in T.vectorized(vw):
+                r.S.Row[x0 + q * vw + i] = clamp_value(r.S.Row[x0 + q * vw + i], spec.clamp)
+
+    @T.macro
+    def fill(S, R, g):
+        # row h of the 1x1's output channel c (row g of the whole tensor) into S.Row, then into its ring slot
+        c = T.floordiv(g, H)
+        h = T.floormod(g, H)
+        each_piece(init, pieces, PointwiseRow(S, c, h, 0))
+        for jj in range((S.Ptr[c + 1] - S.Ptr[c]) // 2):
+            each_piece(update2, pieces, PointwiseRow(S, c, h, S.Ptr[c] + 2 * jj))
+        if (S.Ptr[c + 1] - S.Ptr[c]) % 2 == 1:
+            each_piece(update1, pieces, PointwiseRow(S, c, h, S.Ptr[c + 1] - 1))
+        if clamped:
+            each_piece(clamp, pieces, PointwiseRow(S, c, h, 0))
+        place(S.Row, 0, R, g)
+
+    channels = row_walk_channels(walk, fill, tap_at)
+
+    @T.prim_func
+    def spmm_dwconv(x_h: T.handle, v_h: T.handle, ptr_h: T.handle, idx_h: T.handle, w_h: T.handle, b_h: T.handle,
+                    y_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        X = T.match_buffer(x_h, (1, cin, H, W), "float32")
+        Wv = T.match_buffer(v_h, (spec.n_values,), "float32")
+        Ptr = T.match_buffer(ptr_h, (C + 1,), "int32")
+        Idx = T.match_buffer(idx_h, (spec.n_index,), spec.index_dtype)
+        Wt = T.match_buffer(w_h, (C, 1, k, k), "float32")
+        B = T.match_buffer(b_h, (C,), "float32")
+        Y = T.match_buffer(y_h, (1, C, Ho, Wo), "float32")
+        Xf = T.decl_buffer((cin * npix,), "float32", data=X.data)
+        Wf = T.decl_buffer((C * k * k,), "float32", data=Wt.data)
+        Yf = T.decl_buffer((C * Ho * Wo,), "float32", data=Y.data)
+        if tasks > 1:
+            for t in T.parallel(tasks):
+                Rp = T.decl_buffer((ring,), "float32")
+                Wlp = T.decl_buffer((k * k,), "float32", scope="local")
+                Rowp = T.decl_buffer((W,), "float32")
+                channels(Source(Xf, Wv, Ptr, Idx, Rowp), Wf, B, Yf, Rp, Wlp, t * per_task,
+                         T.min(C, t * per_task + per_task))
+        else:
+            R = T.decl_buffer((ring,), "float32")
+            Wl = T.decl_buffer((k * k,), "float32", scope="local")
+            Row = T.decl_buffer((W,), "float32")
+            channels(Source(Xf, Wv, Ptr, Idx, Row), Wf, B, Yf, R, Wl, 0, C)
+
+    return spmm_dwconv.with_attr("global_symbol", name or spec.variant)
+
+
+Source = namedtuple("Source", "Xf Wv Ptr Idx Row")  # the 1x1's input and packed weights, and its row buffer
+PointwiseRow = namedtuple("PointwiseRow", "S c h j")  # row h of the 1x1's output channel c; j: a nonzero
+
+
+__all__ = ["SpmmDwSpec", "fusion_pays", "make_spmm_dwconv_kernel"]
