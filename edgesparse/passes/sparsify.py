@@ -11,6 +11,8 @@ Input: a Relax module as the frontend leaves it after ``DecomposeOpsForInference
   an ``R.add`` of another tensor of the output's shape (a skip connection: the kernel adds it, passes/epilogue.py);
   any chain of ``R.nn.relu``, ``R.clip``, ``R.maximum``/``R.minimum`` by a scalar constant (and the
   ``maximum``/``minimum`` ``call_tir`` that ``FoldConstant`` leaves for ONNX ``Clip``) folded into one clamp.
+* and where the target's rule says it pays (kernels/spmm_dwconv.py ``fusion_pays``), the depthwise conv that is
+  the 1x1's only user, with its own bias and clamp: one kernel computes both (``f32_spmm_<ep>_dwconv...``).
 
 Policy: ``mode="auto"`` rewrites a layer when its weight sparsity >= ``min_sparsity`` and the target's cost
 model (edgesparse/cost.py: calibrated on a device, else the descriptor's default) predicts the sparse kernel
@@ -73,7 +75,7 @@ class LayerDecision:
     reason: str
     kernel: str | None = None  # PrimFunc name in the module when sparse
     variant: str | None = None  # f32_spmm_<MR>x<block>_<epilogue>
-    fused: list = field(default_factory=list)  # ops fused into the kernel call: "bias", "clamp(lo,hi)"
+    fused: list = field(default_factory=list)  # ops fused into the call: "bias", "clamp(lo,hi)", "depthwise3x3s2"
     index_dtype: str | None = None
     chunks: int | None = None  # input-channel chunks the kernel walks a tile in (kernels/spmm spmm_chunk_for)
     packed_bytes: int | None = None
