@@ -136,6 +136,7 @@ class _Depthwise:
     """The depthwise conv that is a sparse 1x1's only user, with its own bias and clamp: one fused kernel call."""
 
     spec: DepthwiseS1Spec | DepthwiseS2Spec  # its clamp set
+    conv: relax.Var  # the conv's result
     w: np.ndarray  # [C, 1, k, k]
     bias: np.ndarray | None
     end: relax.Var
@@ -258,6 +259,9 @@ class _SparsifyRewriter(ChainRewriter):
             else:
                 dw = layer.depthwise
                 found.append((dw.end, [*layer.inner, layer.end, *dw.inner], layer))
+                for other in self.layers_by_func[gv]:  # the depthwise conv's own report line says where it went
+                    if other.end.same_as(dw.conv):
+                        other.decision.reason = f"dense: computed in the kernel of {layer.decision.name}"
         return found
 
     def _depthwise_after(self, layer, uses) -> _Depthwise | None:
@@ -280,8 +284,8 @@ class _SparsifyRewriter(ChainRewriter):
         out_shape = static_shape(ep.end)
         if out_shape is None or out_shape != static_shape(user.var):
             return None
-        return _Depthwise(dataclasses.replace(spec, clamp=ep.clamp), const_array(user.value.args[1]), ep.bias,
-                          ep.end, ep.inner)
+        return _Depthwise(dataclasses.replace(spec, clamp=ep.clamp), user.var, const_array(user.value.args[1]),
+                          ep.bias, ep.end, ep.inner)
 
     def replacement(self, binding, layer):
         if layer.depthwise is not None:
