@@ -20,6 +20,8 @@ fused [lowest..highest]): MobileNetV2-p85's 16->96 @112 (2.4 nonzeros per channe
 also fusing its 24->144 @56 pairs (3.6, 1.8 MB) 1.003, and its 32->192 @28 ones (4.8, 0.6 MB) 0.987;
 MobileNetV1-p90's 32->64 @112 (3.2, 3.2 MB) 1.008 [0.959..1.017], with its 1.6 MB pairs 0.967; MobileNetV1-p70's
 32->64 @112 (9.6, 3.2 MB) 0.972 [0.942..0.982].
+wasm32 in Node on the same host: MobileNetV2-p85 1.047 [1.024..1.084], MobileNetV1-p90 (its 32->64 fused)
+1.020 [0.976..1.062], MobileNetV1-p70 1.005 [0.977..1.016]; wasm32 takes the same rule.
 
 Variant ``f32_spmm_<1x1 epilogue>_<depthwise variant without f32_>``, e.g.
 ``f32_spmm_relu6_dwconv3x3s2_rows16_relu6``. Arguments: ``x`` [1, Cin, H, W], ``values``, ``segment_ptr``,

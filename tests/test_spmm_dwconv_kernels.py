@@ -170,3 +170,4 @@ def test_fusion_pays_by_the_descriptor():
     assert fusion_pays(avx512, 4 * 96 * 112 * 112, 2.4)  # MobileNetV2's 16 -> 96 at 112x112, 85% (measured)
     assert not fusion_pays(avx512, 4 * 64 * 112 * 112, 9.6)  # MobileNetV1's 32 -> 64 at 70% (measured slower)
     assert not fusion_pays(avx512, 4 * 144 * 56 * 56, 3.6)
+    assert fusion_pays(get_target("wasm32"), 4 * 96 * 112 * 112, 2.4)  # measured in Node
