@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 import tvm
@@ -41,9 +42,6 @@ from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2
 from .epilogue import Epilogue, Uses, const_array, dtype_of, follow_epilogue, op_name, static_shape
 from .kernel_calls import ChainRewriter
 
-MAKERS = {DepthwiseS1Spec: make_depthwise_s1_kernel, DepthwiseS2Spec: make_depthwise_s2_kernel,
-          ConvS2Spec: make_conv_s2_kernel, GemvSpec: make_gemv_kernel,
-          GlobalPoolSpec: make_global_pool_kernel}
 
 
 def conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | ConvS2Spec | None:
@@ -104,18 +102,26 @@ def _pool_spec(value, target, threads) -> GlobalPoolSpec | None:
 SPEC_OF = {"relax.nn.conv2d": conv_spec, "relax.matmul": _gemv_spec, "relax.mean": _pool_spec}
 
 
-def _out_channels(spec) -> int:
-    return {ConvS2Spec: lambda s: s.cout, GemvSpec: lambda s: s.n}.get(type(spec), lambda s: s.channels)(spec)
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """What the pass needs of one template kind, keyed by its spec type in ``TEMPLATES``."""
+
+    make: Callable  # spec -> PrimFunc
+    epilogue: str | None  # the layer kind whose bias and clamps passes/epilogue.py folds in; None: nothing folded
+    out_channels: Callable[[object], int]
+    weight: Callable = lambda spec, w: w  # the weight constant as the template reads it
+    takes_out_shape: bool = False  # the spec carries the call's output shape (a reshape after it folds in)
 
 
-def _op_kind(spec) -> str | None:
-    """The layer kind whose bias and clamps passes/epilogue.py folds into the call; None: nothing is folded."""
-    return {GemvSpec: "matmul", GlobalPoolSpec: None}.get(type(spec), "conv2d")
-
-
-def _weight_constant(spec, w: np.ndarray) -> np.ndarray:
-    """The weight as the template reads it: packed per output tile for a gemv, as imported for a conv."""
-    return pack_gemv_weights(w, spec.nr) if isinstance(spec, GemvSpec) else w
+TEMPLATES = {
+    DepthwiseS1Spec: Template(make_depthwise_s1_kernel, "conv2d", lambda s: s.channels),
+    DepthwiseS2Spec: Template(make_depthwise_s2_kernel, "conv2d", lambda s: s.channels),
+    ConvS2Spec: Template(make_conv_s2_kernel, "conv2d", lambda s: s.cout),
+    # packed per output tile: one forward stream instead of K short ones
+    GemvSpec: Template(make_gemv_kernel, "matmul", lambda s: s.n, weight=lambda s, w: pack_gemv_weights(w, s.nr),
+                       takes_out_shape=True),
+    GlobalPoolSpec: Template(make_global_pool_kernel, None, lambda s: s.channels, takes_out_shape=True),
+}
 
 
 @mutator
@@ -132,26 +138,27 @@ class _DenseTemplateRewriter(ChainRewriter):
             spec = spec_of(b.value, self.target, self.threads) if spec_of else None
             if spec is None:
                 continue
-            kind = _op_kind(spec)
-            ep = follow_epilogue(b.var, uses, _out_channels(spec), kind) if kind else Epilogue(b.var)
+            tpl = TEMPLATES[type(spec)]
+            ep = follow_epilogue(b.var, uses, tpl.out_channels(spec), tpl.epilogue) if tpl.epilogue else Epilogue(b.var)
             out_shape = static_shape(ep.end)
             if out_shape is None or math.prod(out_shape) != math.prod(static_shape(b.var) or (-1,)):
                 continue
-            if kind:
+            if tpl.epilogue:
                 spec = dataclasses.replace(spec, clamp=ep.clamp)
-            if isinstance(spec, (GemvSpec, GlobalPoolSpec)):
+            if tpl.takes_out_shape:
                 spec = dataclasses.replace(spec, out_shape=out_shape)
             found.append((ep.end, ep.inner, (b, spec, ep.bias)))
         return found
 
     def replacement(self, binding, match):
         op, spec, bias = match
-        gvar = self.add_kernel(MAKERS[type(spec)](spec), spec.variant)
+        tpl = TEMPLATES[type(spec)]
+        gvar = self.add_kernel(tpl.make(spec), spec.variant)
         args = [self.visit_expr(op.value.args[0])]
-        if _op_kind(spec):  # a layer with weights: weight and bias constants follow the input
-            cout = _out_channels(spec)
+        if tpl.epilogue:  # a layer with weights: weight and bias constants follow the input
+            cout = tpl.out_channels(spec)
             bias = np.zeros(cout, np.float32) if bias is None else bias.astype(np.float32)
-            args += [relax.const(_weight_constant(spec, const_array(op.value.args[1]))), relax.const(bias)]
+            args += [relax.const(tpl.weight(spec, const_array(op.value.args[1]))), relax.const(bias)]
         return relax.call_tir(gvar, relax.Tuple(args),
                               out_ty=relax.TensorType(list(static_shape(binding.var)), "float32"))
 
