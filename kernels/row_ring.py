@@ -15,7 +15,7 @@ right after it was stored would make its unaligned tap loads wait for the stores
 fails when a load spans two stores). A hand-written AVX-512 C loop over 48-pixel rows: 0.55 cycles per pixel
 with a distance of 1, 0.39 with 3.
 
-What the strides differ in is given to ``make_row_walk``: how an input row enters its ring slot (``fill``: a
+What the strides differ in is given to ``make_row_walk``: how an input row enters its ring slot (``place``: a
 copy between zero borders, or a de-interleave), where tap rx of output column x is in a slot (``tap_at``), the
 slot size, and the cuts. Output rows are cut into pieces (kernels/pieces.py).
 
@@ -162,12 +162,18 @@ def row_walk_channels(walk: RowWalk, fill, tap_at):
     return channels
 
 
-def make_row_walk(walk: RowWalk, fill, tap_at):
-    """The depthwise PrimFunc of ``walk``: arguments x [1, C, H, W], w [C, 1, k, k], bias [C], y [1, C, Ho, Wo];
-    ``fill(Xf, R, g)`` reads x, flat (``row_walk_channels``)."""
+def make_row_walk(walk: RowWalk, place, tap_at):
+    """The depthwise PrimFunc of ``walk``: arguments x [1, C, H, W], w [C, 1, k, k], bias [C], y [1, C, Ho, Wo].
+    ``place(Src, src_at, R, g)`` puts the row at ``Src[src_at:]`` into ring slot g % RING as the stride needs it;
+    here input row g is read from x, flat (``row_walk_channels``)."""
     C, H, W, Ho, Wo, k = walk.channels, walk.in_height, walk.in_width, walk.out_height, walk.out_width, walk.kernel
     ring = RING * walk.slot
     tasks, per_task = split_channels(walk.threads, C)
+
+    @T.macro
+    def fill(Xf, R, g):
+        place(Xf, g * W, R, g)
+
     channels = row_walk_channels(walk, fill, tap_at)
 
     @T.macro

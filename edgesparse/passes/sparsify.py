@@ -193,8 +193,9 @@ def _decide(d: LayerDecision, mode: str, sparsity: float, min_sparsity: float, p
 
 
 def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = None,
-                cost_model: CostModel | None = None, threads: int = 1) -> list[_Layer]:
-    """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one."""
+                cost_model: CostModel | None = None, threads: int = 1, target=None) -> list[_Layer]:
+    """Find the conv2d/matmul layers with constant float32 weights of ``func`` and decide each one; with a
+    ``target``, also which sparse 1x1 computes the depthwise conv after it (``_depthwise_after``)."""
     uses = Uses(func)
     layers = []
     index = {"conv2d": 0, "matmul": 0}
@@ -235,7 +236,38 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
             decision.predicted_gain = round(p.gain, 3)
         _decide(decision, mode, sparsity, min_sparsity, cost_model is not None)
         layers.append(_Layer(decision, value.args[0], w, ep.bias, ep.residual, ep.clamp, ep.end, ep.inner))
+    if target is not None:
+        for layer in layers:
+            if layer.decision.sparse and (dw := _depthwise_after(layer, uses, target, threads)) is not None:
+                layer.depthwise = dw
+                for other in layers:  # the depthwise conv's own report line says where it went
+                    if other.end.same_as(dw.conv):
+                        other.decision.reason = f"dense: computed in the kernel of {layer.decision.name}"
     return layers
+
+
+def _depthwise_after(layer: _Layer, uses: Uses, target, threads: int) -> _Depthwise | None:
+    """The depthwise conv the sparse 1x1 ``layer`` feeds, when one kernel should compute both: the 1x1's output is
+    only the conv's input, the rows walk takes the conv, and the target's rule (kernels/spmm_dwconv.py
+    ``fusion_pays``: the descriptor's size of the 1x1's output and nonzeros per channel) says it pays."""
+    d = layer.decision
+    if d.op != "conv2d" or d.block != 1 or layer.residual is not None:
+        return None
+    cout = layer.w.shape[0]
+    if not fusion_pays(target, 4 * cout * d.pixels, np.count_nonzero(layer.w) / cout):
+        return None
+    user = uses.single_user(layer.end)
+    if user is None or op_name(user.value) != "relax.nn.conv2d" or not user.value.args[0].same_as(layer.end):
+        return None
+    spec = conv_spec(user.value, target, threads)
+    if not isinstance(spec, (DepthwiseS1Spec, DepthwiseS2Spec)) or spec.walk != "rows":
+        return None
+    ep = follow_epilogue(user.var, uses, spec.channels, "conv2d")
+    out_shape = static_shape(ep.end)
+    if out_shape is None or out_shape != static_shape(user.var):
+        return None
+    return _Depthwise(dataclasses.replace(spec, clamp=ep.clamp), user.var, const_array(user.value.args[1]),
+                      ep.bias, ep.end, ep.inner)
 
 
 # --- rewriting ----------------------------------------------------------------------------------------------
@@ -248,44 +280,15 @@ class _SparsifyRewriter(ChainRewriter):
         self.target, self.threads, self.layers_by_func = target, threads, layers_by_func
 
     def matches(self, gv, func):
-        uses = Uses(func)
         found = []
         for layer in self.layers_by_func.get(gv, ()):
             if not layer.decision.sparse:
                 continue
-            layer.depthwise = self._depthwise_after(layer, uses)
-            if layer.depthwise is None:
+            if (dw := layer.depthwise) is None:
                 found.append((layer.end, layer.inner, layer))
             else:
-                dw = layer.depthwise
                 found.append((dw.end, [*layer.inner, layer.end, *dw.inner], layer))
-                for other in self.layers_by_func[gv]:  # the depthwise conv's own report line says where it went
-                    if other.end.same_as(dw.conv):
-                        other.decision.reason = f"dense: computed in the kernel of {layer.decision.name}"
         return found
-
-    def _depthwise_after(self, layer, uses) -> _Depthwise | None:
-        """The depthwise conv the 1x1 ``layer`` feeds, when one kernel should compute both: the 1x1's output is
-        only the conv's input, the rows walk takes the conv, and the target's rule (kernels/spmm_dwconv.py
-        ``fusion_pays``: the descriptor's size of the 1x1's output and nonzeros per channel) says it pays."""
-        d = layer.decision
-        if d.op != "conv2d" or d.block != 1 or layer.residual is not None:
-            return None
-        cout = layer.w.shape[0]
-        if not fusion_pays(self.target, 4 * cout * d.pixels, np.count_nonzero(layer.w) / cout):
-            return None
-        user = uses.single_user(layer.end)
-        if user is None or op_name(user.value) != "relax.nn.conv2d" or not user.value.args[0].same_as(layer.end):
-            return None
-        spec = conv_spec(user.value, self.target, self.threads)
-        if not isinstance(spec, (DepthwiseS1Spec, DepthwiseS2Spec)) or spec.walk != "rows":
-            return None
-        ep = follow_epilogue(user.var, uses, spec.channels, "conv2d")
-        out_shape = static_shape(ep.end)
-        if out_shape is None or out_shape != static_shape(user.var):
-            return None
-        return _Depthwise(dataclasses.replace(spec, clamp=ep.clamp), user.var, const_array(user.value.args[1]),
-                          ep.bias, ep.end, ep.inner)
 
     def replacement(self, binding, layer):
         if layer.depthwise is not None:
@@ -331,8 +334,7 @@ class _SparsifyRewriter(ChainRewriter):
         gvar = self.add_kernel(make_spmm_dwconv_kernel(spec), spec.variant)
         d.kernel, d.variant = gvar.name_hint, spec.variant
         d.index_dtype, d.chunks, d.packed_bytes = packed.index_dtype, packed.n_chunks, packed.nbytes
-        stride = 1 if isinstance(dw.spec, DepthwiseS1Spec) else 2
-        d.fused = [*d.fused, f"depthwise{dw.spec.kernel}x{dw.spec.kernel}s{stride}"]
+        d.fused = [*d.fused, f"depthwise{dw.spec.kernel}x{dw.spec.kernel}s{dw.spec.stride}"]
         bias = np.zeros(dw.spec.channels, np.float32) if dw.bias is None else dw.bias.astype(np.float32)
         args = [self.visit_expr(layer.x), relax.const(packed.values), relax.const(packed.segment_ptr),
                 relax.const(packed.channel_index), relax.const(dw.w), relax.const(bias)]
@@ -377,7 +379,7 @@ def sparsify(
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             layers_by_func[gv] = plan_layers(func, mode=mode, min_sparsity=min_sparsity, names=names,
-                                             cost_model=cost_model, threads=threads)
+                                             cost_model=cost_model, threads=threads, target=target)
     out = _SparsifyRewriter(mod, target, threads, layers_by_func).rewrite()
     if report is not None:
         for layers in layers_by_func.values():

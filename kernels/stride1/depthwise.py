@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tvm.script import tirx as T
 
@@ -51,6 +52,7 @@ class DepthwiseS1Spec:
     lanes: int  # f32 lanes of the target's vectors
     clamp: tuple[float, float] | None = None
     threads: int = 1
+    stride: ClassVar[int] = 1
 
     @property
     def out_height(self) -> int:
@@ -111,14 +113,7 @@ def row_walk_of(spec: DepthwiseS1Spec):
 
 
 def _make_rows(spec: DepthwiseS1Spec):
-    walk, place, tap_at = row_walk_of(spec)
-    W = spec.width
-
-    @T.macro
-    def fill(Xf, R, g):
-        place(Xf, g * W, R, g)
-
-    return make_row_walk(walk, fill, tap_at)
+    return make_row_walk(*row_walk_of(spec))
 
 
 Copy = namedtuple("Copy", "Src src_at R g")  # the row at Src[src_at:] into ring slot g % RING of R

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tvm.script import tirx as T
 
@@ -46,6 +47,7 @@ class DepthwiseS2Spec(StrideTwoShape):
     lanes: int  # f32 lanes of the target's vectors
     clamp: tuple[float, float] | None = None
     threads: int = 1
+    stride: ClassVar[int] = 2
 
     @property
     def walk(self) -> str:
@@ -97,14 +99,7 @@ def row_walk_of(spec: DepthwiseS2Spec):
 
 
 def _make_rows(spec: DepthwiseS2Spec):
-    walk, place, tap_at = row_walk_of(spec)
-    W = spec.width
-
-    @T.macro
-    def fill(Xf, R, r):
-        place(Xf, r * W, R, r)
-
-    return make_row_walk(walk, fill, tap_at)
+    return make_row_walk(*row_walk_of(spec))
 
 
 def _make_plane(spec: DepthwiseS2Spec):
