@@ -40,10 +40,8 @@ from edgesparse.kernels.spmm import (
     pack_spmm_weights,
     packed_tile_stride,
     spmm_acc_registers_for,
-    spmm_chunk_for,
-    spmm_mr_for,
     spmm_pack_tile_for,
-    spmm_tile_row_floats,
+    spmm_tiling_for,
 )
 from edgesparse.cost import stored_weights
 from edgesparse.prune import magnitude_prune
@@ -143,7 +141,8 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=31)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--target", default="x86_64", help="descriptor name (host-runnable targets only)")
-    ap.add_argument("--mr", type=int, default=None, help="override the descriptor's tiles.spmm_mr")
+    ap.add_argument("--mr", type=int, default=None,
+                    help="override the descriptor's tiles.spmm_mr, for every layer (no spmm_mr_wide)")
     ap.add_argument("--mcpu", default=None,
                     help="compile for this LLVM CPU instead of the descriptor's (e.g. the host's: "
                          "tvm.target.codegen.llvm_get_system_cpu()), to compare on the ISA ONNX Runtime uses")
@@ -153,8 +152,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     desc = get_target(args.target)
-    if args.mr:  # as a descriptor override, so the per-block register cap still applies
-        desc = replace(desc, tiles={**desc.tiles, "spmm_mr": args.mr})
+    if args.mr:  # as a descriptor override, so the per-block register cap still applies; every layer takes it
+        desc = replace(desc, tiles={**{k: v for k, v in desc.tiles.items() if k != "spmm_mr_wide"},
+                                    "spmm_mr": args.mr})
     tvm_desc = dict(desc.tvm)
     if args.mcpu:
         tvm_desc["mcpu"] = args.mcpu
@@ -165,10 +165,12 @@ def main(argv=None):
     layer_ids = [int(i) for i in args.layers.split(",")] if args.layers else range(len(MOBILENET_V1_1X1))
     rows = []
     dense_cache = {}
-    print(f"target {desc.name} ({target}), MR {desc.tiles.get('spmm_mr')}, "
+    wide = desc.tiles.get("spmm_mr_wide")
+    print(f"target {desc.name} ({target}), MR {desc.tiles.get('spmm_mr')}"
+          f"{f' ({wide} where that tile stays in L1)' if wide else ''}, "
           f"runs {args.runs} after {args.warmup} warm-up, ms per call: "
           "median [p10..p90]", flush=True)
-    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'ch':>2} {'sparse ms':>22} "
+    hdr = (f"{'layer':>3} {'Cin':>5} {'Cout':>5} {'HxW':>7} {'sp':>4} {'blk':>3} {'mr':>3} {'ch':>2} {'sparse ms':>22} "
            f"{'GF/s':>6} "
            f"{'ORT ms':>22} {'GF/s':>6} {'dense ms':>22} {'GF/s':>6} {'ORT/sp':>6} {'paired [p10..p90]':>18} "
            f"{'dense/sp':>8} {'eff':>5}")
@@ -184,15 +186,14 @@ def main(argv=None):
             want = want.astype(np.float32)
 
             block = choose_block(w)
-            mr = spmm_mr_for(desc, block)
+            tiling = spmm_tiling_for(desc, npix, block, cin, stored_weights(w, block) / cout)
+            mr = tiling.mr
             pack_tile = spmm_pack_tile_for(desc, npix)
             # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
             lanes, acc = desc.vector_lanes_f32, spmm_acc_registers_for(desc)
             stride = packed_tile_stride(npix, mr, lanes, block, acc, 1) if pack_tile else npix
-            chunk = spmm_chunk_for(desc, spmm_tile_row_floats(desc, npix, block), cin,
-                                   stored_weights(w, block) / cout)
             packed = pack_spmm_weights(w, b, block=block, stride=stride,
-                                       chunk=chunk, chunk_local=pack_tile)
+                                       chunk=tiling.chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
                                              lanes=lanes, acc_registers=acc, pack_tile=pack_tile)
             kern, targs = checked_kernel(spec, packed, x, want, target, dev)
@@ -232,7 +233,7 @@ def main(argv=None):
                        dense_over_sparse=(d[0] / s[0]) if d else None)
             rows.append(row)
             fmt = lambda m: f"{m[0]:8.3f} [{m[1]:.3f}..{m[2]:.3f}]"
-            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {packed.n_chunks:>2} "
+            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {mr:>3} {packed.n_chunks:>2} "
                   f"{fmt(s):>22} "
                   f"{gf_s:>6.1f} {fmt(o):>22} {gf_o:>6.1f} {fmt(d) if d else '-':>22} {gf_d:>6.1f} "
                   f"{o[0] / s[0]:>6.2f} {np.median(paired):>5.2f} [{np.percentile(paired, 10):.2f}.."

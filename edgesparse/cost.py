@@ -18,7 +18,8 @@ fitted to per-kernel times measured on a device (`edgesparse calibrate`, edgespa
   the x86 host (AVX-512, 48 KiB L1D) a 7x7 layer of 1024 input channels (256 KiB tile) costs twice as much per
   FMA as a 56x56 layer of 64 (16 KiB); without this term the fit's rms error was 26%, and the 50-70% sparse
   7x7 layers that run slower sparse than dense were predicted faster. A kernel cut into input-channel chunks
-  (kernels/spmm ``spmm_chunk_for``) gathers from one chunk's tile: its KiB count.
+  (kernels/spmm ``spmm_chunk_for``) gathers from one chunk's tile: its KiB count. The tile's width is the
+  layer's own (kernels/spmm ``spmm_tiling_for``: some layers take the descriptor's wider ``spmm_mr_wide``).
 * ``accumulator_round_trips``: what chunks cost: per pass and output block, every chunk after the first loads
   and stores the block's vector accumulators through the output.
 * ``stored_weights``: the packed weights and indices streamed from memory (what a fully-connected layer, one
@@ -95,26 +96,26 @@ class TileWalk:
     row_floats: int  # floats per input-channel row of the widest tile (whole vectors)
 
 
-def tile_walk(target, pixels: int, block: int, threads: int = 1) -> TileWalk:
-    from edgesparse.kernels.spmm import plan_tiles, spmm_acc_registers_for, spmm_mr_for
+def tile_walk(target, pixels: int, block: int, mr: int, threads: int = 1) -> TileWalk:
+    from edgesparse.kernels.spmm import plan_tiles, spmm_acc_registers_for
     from edgesparse.kernels.spmm.template import accumulators
 
     lanes = target.vector_lanes_f32
-    plan = plan_tiles(pixels, spmm_mr_for(target, block), lanes, block, spmm_acc_registers_for(target), threads)
+    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads)
     vectors = plan.n_uniform * accumulators(plan.mr, lanes) + sum(accumulators(w, lanes) for _, w in plan.extra)
     return TileWalk(plan.n_uniform + len(plan.extra), vectors, plan.row_stride(lanes))
 
 
 def sparse_terms(layer: LayerShape, target, threads: int = 1) -> np.ndarray:
-    from edgesparse.kernels.spmm import spmm_chunk_for, spmm_tile_row_floats
+    from edgesparse.kernels.spmm import spmm_tiling_for
 
-    walk = tile_walk(target, layer.pixels, layer.block, threads)
+    tiling = spmm_tiling_for(target, layer.pixels, layer.block, layer.cin, layer.stored_weights / layer.cout,
+                             threads)
+    walk = tile_walk(target, layer.pixels, layer.block, tiling.mr, threads)
     weight_vectors = layer.stored_weights * walk.vectors
-    chunk = spmm_chunk_for(target, spmm_tile_row_floats(target, layer.pixels, layer.block, threads), layer.cin,
-                           layer.stored_weights / layer.cout)
-    n_chunks = -(-layer.cin // chunk)
+    n_chunks = -(-layer.cin // tiling.chunk)
     blocks = layer.cout // layer.block + layer.cout % layer.block
-    tile_kib = chunk * min(walk.row_floats, layer.pixels) * 4 / 1024  # a matvec gathers single floats
+    tile_kib = tiling.chunk * min(walk.row_floats, layer.pixels) * 4 / 1024  # a matvec gathers single floats
     return np.array([weight_vectors, weight_vectors * tile_kib, layer.stored_weights,
                      (layer.cin + layer.cout) * layer.pixels, blocks * (n_chunks - 1) * walk.vectors, 1.0],
                     dtype=np.float64)

@@ -22,6 +22,11 @@ MobileNetV1-p90's 32->64 @112 (3.2, 3.2 MB) 1.008 [0.959..1.017], with its 1.6 M
 32->64 @112 (9.6, 3.2 MB) 0.972 [0.942..0.982].
 wasm32 in Node on the same host: MobileNetV2-p85 1.047 [1.024..1.084], MobileNetV1-p90 (its 32->64 fused)
 1.020 [0.976..1.062], MobileNetV1-p70 1.005 [0.977..1.016]; wasm32 takes the same rule.
+Tried and not kept: the walk in the other order, input row by input row and channel by channel within a row,
+with a ring per channel, so that row h of the 1x1's input channels is read once while in L1. MobileNetV1's
+32->64 @112 with its stride-2 depthwise conv, per-kernel profile (ms): at 70% 0.197 against 0.294 channel by
+channel and 0.195 unfused; at 90% 0.147 against 0.135 and 0.135. It removes the channel walk's loss on dense
+rows but gains nothing over the two kernels apart.
 
 Variant ``f32_spmm_<1x1 epilogue>_<depthwise variant without f32_>``, e.g.
 ``f32_spmm_relu6_dwconv3x3s2_rows16_relu6``. Arguments: ``x`` [1, Cin, H, W], ``values``, ``segment_ptr``,

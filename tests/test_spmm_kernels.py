@@ -49,9 +49,9 @@ LAYOUTS = ["channels", "offsets", "packed"]
 
 
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
-                  layout="channels", residual=None):
+                  layout="channels", residual=None, target=HOST):
     cin, npix = x.shape
-    lanes, acc = HOST.vector_lanes_f32, spmm_acc_registers_for(HOST)
+    lanes, acc = target.vector_lanes_f32, spmm_acc_registers_for(target)
     tile = packed_tile_stride(npix, mr, lanes, block, acc, threads)
     stride = {"channels": 1, "offsets": npix, "packed": tile}[layout]
     packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
@@ -60,7 +60,7 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
                                      lanes=lanes, acc_registers=acc, pack_tile=layout == "packed",
                                      residual=residual is not None)
     func = make_spmm_kernel(spec)
-    ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=HOST.tvm_target())
+    ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=target.tvm_target())
     dev = tvm.cpu()
     y = np.full((w.shape[0], npix), np.nan, np.float32)
     inputs = (x, packed.values, packed.segment_ptr, packed.channel_index) + (() if residual is None else (residual,))
@@ -355,6 +355,55 @@ def test_chunk_and_mr_from_descriptor():
     assert spmm_chunk_for(l1, 32, 1024, 0.3 * 1024) == 256
     assert spmm_chunk_for(l1, 32, 1024, 0.05 * 1024) == 1024
     assert spmm_chunk_for(l1, 32, 64, 64.0) == 64  # the whole tile fits: one chunk
+
+
+AVX512 = get_target("x86_64-avx512")
+
+
+def _has_avx512() -> bool:
+    from pathlib import Path
+
+    try:
+        return "avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def test_wide_tile_only_where_it_stays_in_l1():
+    from dataclasses import replace
+
+    from edgesparse.kernels.spmm import spmm_tiling_for
+
+    t = replace(AVX512, tiles={**AVX512.tiles, "spmm_mr": 64, "spmm_mr_wide": 128, "spmm_l1_bytes": 49152,
+                                "spmm_chunk_min_reuse": 8, "spmm_pack_tile": True})
+    # 32 channels x 128 floats = 16 KiB: the wide tile fits whole
+    assert spmm_tiling_for(t, 112 * 112, 1, 32, 9.6) == (128, 128, 32)
+    # 512 channels at 70% (154 nonzeros per row): one pass of 196 (rows of 208 floats) in chunks of 48 channels
+    assert spmm_tiling_for(t, 196, 1, 512, 153.6) == (128, 208, 48)
+    # at 90% (51 per row) chunks of the wide tile do not pay and whole it is 416 KiB: MR 64 (rows of 80)
+    assert spmm_tiling_for(t, 196, 1, 512, 51.2) == (64, 80, 144)
+    # blocks of 4: 4 x 128 / 16 accumulators are past the register budget, so the wide tile is the narrow one
+    assert spmm_tiling_for(t, 196, 4, 512, 153.6).mr == 64
+    # a descriptor without spmm_mr_wide keeps spmm_mr
+    plain = replace(t, tiles={k: v for k, v in t.tiles.items() if k != "spmm_mr_wide"})
+    assert spmm_tiling_for(plain, 112 * 112, 1, 32, 9.6).mr == 64
+
+
+@pytest.mark.skipif(not _has_avx512(), reason="host without AVX-512 (the x86_64-avx512 kernel runs here)")
+@pytest.mark.parametrize("npix,cin,sparsity", [(196, 512, 0.7), (784, 256, 0.7), (112 * 112, 32, 0.9)])
+def test_wide_tile_kernel(npix, cin, sparsity):
+    """The kernel the wide-tile rule picks (one pass of 196, chunks, the joined remainder) against numpy."""
+    from edgesparse.kernels.spmm import spmm_tiling_for
+    from edgesparse.cost import stored_weights
+
+    rng = np.random.default_rng(npix + cin)
+    w = random_sparse(rng, 24, cin, sparsity)
+    bias = rng.standard_normal(24).astype(np.float32)
+    x = rng.standard_normal((cin, npix)).astype(np.float32)
+    tiling = spmm_tiling_for(AVX512, npix, 1, cin, stored_weights(w, 1) / 24)
+    assert tiling.mr == AVX512.tiles["spmm_mr_wide"]
+    chunk = tiling.chunk if tiling.chunk < cin else None
+    check(w, bias, x, block=1, mr=tiling.mr, clamp=(0.0, 6.0), chunk=chunk, layout="packed", target=AVX512)
 
 
 # --- cross targets, run: a plain C driver calls the kernel object (no TVM runtime), like the artifact does -------

@@ -43,10 +43,8 @@ from edgesparse.kernels.spmm import (
     pack_spmm_weights,
     packed_tile_stride,
     spmm_acc_registers_for,
-    spmm_chunk_for,
-    spmm_mr_for,
     spmm_pack_tile_for,
-    spmm_tile_row_floats,
+    spmm_tiling_for,
 )
 
 from edgesparse.kernels.spmm_dwconv import SpmmDwSpec, fusion_pays, make_spmm_dwconv_kernel
@@ -294,10 +292,9 @@ class _SparsifyRewriter(ChainRewriter):
         if layer.depthwise is not None:
             return self._fused_replacement(binding, layer)
         d = layer.decision
-        mr = spmm_mr_for(self.target, d.block)
-        row_floats = spmm_tile_row_floats(self.target, d.pixels, d.block, self.threads)
-        chunk = spmm_chunk_for(self.target, row_floats, layer.w.shape[1],
-                               stored_weights(layer.w, d.block) / layer.w.shape[0])
+        tiling = spmm_tiling_for(self.target, d.pixels, d.block, layer.w.shape[1],
+                                 stored_weights(layer.w, d.block) / layer.w.shape[0], self.threads)
+        mr, chunk = tiling.mr, tiling.chunk
         pack_tile = spmm_pack_tile_for(self.target, d.pixels)
         lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile

@@ -10,6 +10,7 @@ from .config import (
     spmm_mr_for,
     spmm_pack_tile_for,
     spmm_tile_row_floats,
+    spmm_tiling_for,
 )
 from .pack import PackedSpmm, choose_block, compact_stride, pack_spmm_weights, unpack_spmm_weights
 from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel, packed_tile_stride, plan_tiles
@@ -30,5 +31,6 @@ __all__ = [
     "spmm_mr_for",
     "spmm_pack_tile_for",
     "spmm_tile_row_floats",
+    "spmm_tiling_for",
     "unpack_spmm_weights",
 ]

@@ -3,6 +3,8 @@
 Descriptor keys read (``[tiles]`` of ``targets/<name>.toml``):
 
 * ``spmm_mr``: pixels per tile for blocks of one output channel (default 32).
+* ``spmm_mr_wide``: a wider tile a layer takes when its activations stay L1 hits at that width (absent: never;
+  see ``spmm_tiling_for``).
 * ``spmm_acc_registers``: vector registers the accumulator tile may use (default 8: x86-64 and wasm engines on
   x86 hosts have 16 vector registers; the tile, one activation vector and the broadcast weight must fit).
   A block of ``b`` output channels keeps ``b * MR / lanes`` accumulators, so wide blocks get a narrower tile.
@@ -21,6 +23,8 @@ Descriptor keys read (``[tiles]`` of ``targets/<name>.toml``):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 DEFAULT_MR = 32
 DEFAULT_ACC_REGISTERS = 8
 
@@ -29,10 +33,11 @@ def spmm_acc_registers_for(target) -> int:
     return int(target.tiles.get("spmm_acc_registers", DEFAULT_ACC_REGISTERS))
 
 
-def spmm_mr_for(target, block: int = 1) -> int:
-    """Pixels per tile (MR) for blocks of ``block`` output channels on ``target`` (an ``edgesparse.targets.Target``)."""
+def spmm_mr_for(target, block: int = 1, key: str = "spmm_mr") -> int:
+    """Pixels per tile (MR) for blocks of ``block`` output channels on ``target`` (an ``edgesparse.targets.Target``);
+    ``key``: the descriptor's tile to take (``spmm_mr``, or ``spmm_mr_wide`` when it has one)."""
     lanes = target.vector_lanes_f32
-    mr = int(target.tiles.get("spmm_mr", DEFAULT_MR))
+    mr = int(target.tiles.get(key, target.tiles.get("spmm_mr", DEFAULT_MR)))
     budget = spmm_acc_registers_for(target)
     cap = max(lanes, (budget * lanes) // block)
     return max(1, min(mr, cap))
@@ -44,13 +49,15 @@ def spmm_pack_tile_for(target, pixels: int) -> bool:
     return bool(target.tiles.get("spmm_pack_tile", False)) and pixels >= target.vector_lanes_f32
 
 
-def spmm_tile_row_floats(target, pixels: int, block: int, threads: int = 1) -> int:
+def spmm_tile_row_floats(target, pixels: int, block: int, threads: int = 1, mr: int | None = None) -> int:
     """Floats per input-channel row of the activation tile the kernel of a ``pixels``-pixel layer with blocks of
-    ``block`` gathers from: the packed scratch tile's row stride, or the widest tile when it reads ``X`` directly."""
+    ``block`` and tiles of ``mr`` (default ``spmm_mr_for``) gathers from: the packed scratch tile's row stride, or
+    the widest tile when it reads ``X`` directly."""
     from .template import plan_tiles
 
     lanes = target.vector_lanes_f32
-    plan = plan_tiles(pixels, spmm_mr_for(target, block), lanes, block, spmm_acc_registers_for(target), threads)
+    mr = mr or spmm_mr_for(target, block)
+    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads)
     if spmm_pack_tile_for(target, pixels):
         return plan.row_stride(lanes)
     return plan.widest
@@ -85,3 +92,36 @@ def spmm_chunk_for(target, row_floats: int, cin: int, stored_per_row: float) -> 
     per_pair = stored_per_row * chunk / cin
     reuse = per_pair * (1.0 - int(budget) / tile_bytes)
     return chunk if reuse >= float(target.tiles.get("spmm_chunk_min_reuse", 16)) else cin
+
+
+class SpmmTiling(NamedTuple):
+    """How the kernel of one layer tiles it: MR, the activation tile's floats per input channel, the chunk."""
+
+    mr: int
+    row_floats: int
+    chunk: int  # input channels per chunk (cin: one chunk)
+
+
+def spmm_tiling_for(target, pixels: int, block: int, cin: int, stored_per_row: float,
+                    threads: int = 1) -> SpmmTiling:
+    """MR, tile row and chunk of a layer (``stored_per_row`` as in ``spmm_chunk_for``).
+
+    A wider tile halves the index and weight loads each nonzero costs per pixel (one pair per pass), so the
+    descriptor's ``spmm_mr_wide`` is taken when the wide tile's activations stay L1 hits: when the whole tile
+    fits ``tiles.spmm_l1_bytes`` or ``spmm_chunk_for`` cuts it into chunks that do. Otherwise most of its loads
+    would be L2 hits, and ``spmm_mr`` is kept. Measured on the x86 host (AVX-512, ms, MR 64 -> 128, kernel
+    alone, ``benchmarks/spmm_layers.py --mr``): at 70%, 32x64x12544 (16 KiB tile) 0.142 -> 0.121, 512x512x196
+    (one pass of 196 in 11 chunks, against three in 4) 0.232 -> 0.216, 256x256x784 (4 chunks) 0.215 -> 0.212;
+    left at 64 by the rule, 128x256x784 (64 KiB, whole) would go 0.102 -> 0.118. At 90%, where only tiles that
+    fit whole take it, 32x64x12544 0.070 -> 0.065 and 64x128x3136 0.049 -> 0.051; 512x512x196 would go 0.097 ->
+    0.107 (whole, 400 KiB)."""
+    base = spmm_mr_for(target, block)
+    wide = spmm_mr_for(target, block, "spmm_mr_wide")
+    budget = target.tiles.get("spmm_l1_bytes")
+    if wide > base and budget is not None:
+        row = spmm_tile_row_floats(target, pixels, block, threads, wide)
+        chunk = spmm_chunk_for(target, row, cin, stored_per_row)
+        if chunk < cin or 4 * row * cin <= int(budget):
+            return SpmmTiling(wide, row, chunk)
+    row = spmm_tile_row_floats(target, pixels, block, threads, base)
+    return SpmmTiling(base, row, spmm_chunk_for(target, row, cin, stored_per_row))
