@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
+    fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
     packed_tile_stride,
@@ -233,7 +234,7 @@ def main(argv=None):
                        dense_over_sparse=(d[0] / s[0]) if d else None)
             rows.append(row)
             fmt = lambda m: f"{m[0]:8.3f} [{m[1]:.3f}..{m[2]:.3f}]"
-            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {mr:>3} {packed.n_chunks:>2} "
+            print(f"{li:>3} {cin:>5} {cout:>5} {side:>3}x{side:<3} {sp:>4.2f} {packed.block:>3} {fit_tile(mr, npix):>3} {packed.n_chunks:>2} "
                   f"{fmt(s):>22} "
                   f"{gf_s:>6.1f} {fmt(o):>22} {gf_o:>6.1f} {fmt(d) if d else '-':>22} {gf_d:>6.1f} "
                   f"{o[0] / s[0]:>6.2f} {np.median(paired):>5.2f} [{np.percentile(paired, 10):.2f}.."
