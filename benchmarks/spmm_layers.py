@@ -39,7 +39,6 @@ from edgesparse.kernels.spmm import (
     fit_tile,
     make_spmm_kernel,
     pack_spmm_weights,
-    packed_tile_stride,
     spmm_acc_registers_for,
     spmm_pack_tile_for,
     spmm_tiling_for,
@@ -192,7 +191,7 @@ def main(argv=None):
             pack_tile = spmm_pack_tile_for(desc, npix)
             # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
             lanes, acc = desc.vector_lanes_f32, spmm_acc_registers_for(desc)
-            stride = packed_tile_stride(npix, mr, lanes, block, acc, 1) if pack_tile else npix
+            stride = tiling.row_floats if pack_tile else npix
             packed = pack_spmm_weights(w, b, block=block, stride=stride,
                                        chunk=tiling.chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,

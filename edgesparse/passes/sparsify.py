@@ -41,7 +41,6 @@ from edgesparse.kernels.spmm import (
     compact_stride,
     make_spmm_kernel,
     pack_spmm_weights,
-    packed_tile_stride,
     spmm_acc_registers_for,
     spmm_pack_tile_for,
     spmm_tiling_for,
@@ -298,8 +297,7 @@ class _SparsifyRewriter(ChainRewriter):
         pack_tile = spmm_pack_tile_for(self.target, d.pixels)
         lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
-        stride = (packed_tile_stride(d.pixels, mr, lanes, d.block, acc_registers, self.threads) if pack_tile
-                  else d.pixels)
+        stride = tiling.row_floats if pack_tile else d.pixels
         stride = compact_stride(chunk if pack_tile else layer.w.shape[1], stride)
         packed = pack_spmm_weights(layer.w, layer.bias, block=d.block, chunk=chunk, stride=stride,
                                    chunk_local=pack_tile)

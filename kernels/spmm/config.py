@@ -49,14 +49,13 @@ def spmm_pack_tile_for(target, pixels: int) -> bool:
     return bool(target.tiles.get("spmm_pack_tile", False)) and pixels >= target.vector_lanes_f32
 
 
-def spmm_tile_row_floats(target, pixels: int, block: int, threads: int = 1, mr: int | None = None) -> int:
+def spmm_tile_row_floats(target, pixels: int, block: int, mr: int, threads: int = 1) -> int:
     """Floats per input-channel row of the activation tile the kernel of a ``pixels``-pixel layer with blocks of
-    ``block`` and tiles of ``mr`` (default ``spmm_mr_for``) gathers from: the packed scratch tile's row stride, or
-    the widest tile when it reads ``X`` directly."""
+    ``block`` and tiles of ``mr`` gathers from: the packed scratch tile's row stride (what the packed weights'
+    offsets count in), or the widest tile when it reads ``X`` directly."""
     from .template import plan_tiles
 
     lanes = target.vector_lanes_f32
-    mr = mr or spmm_mr_for(target, block)
     plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads)
     if spmm_pack_tile_for(target, pixels):
         return plan.row_stride(lanes)
@@ -119,9 +118,9 @@ def spmm_tiling_for(target, pixels: int, block: int, cin: int, stored_per_row: f
     wide = spmm_mr_for(target, block, "spmm_mr_wide")
     budget = target.tiles.get("spmm_l1_bytes")
     if wide > base and budget is not None:
-        row = spmm_tile_row_floats(target, pixels, block, threads, wide)
+        row = spmm_tile_row_floats(target, pixels, block, wide, threads)
         chunk = spmm_chunk_for(target, row, cin, stored_per_row)
         if chunk < cin or 4 * row * cin <= int(budget):
             return SpmmTiling(wide, row, chunk)
-    row = spmm_tile_row_floats(target, pixels, block, threads, base)
+    row = spmm_tile_row_floats(target, pixels, block, base, threads)
     return SpmmTiling(base, row, spmm_chunk_for(target, row, cin, stored_per_row))
