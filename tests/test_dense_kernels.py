@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import dense_layers as D  # noqa: E402
 
+from conftest import requires_avx512  # noqa: E402
 from edgesparse.targets import get_target  # noqa: E402
 
 
@@ -196,14 +197,7 @@ def test_threads_parameter_parallel_outer_loop(layer):
     assert np.abs(y - y_ort).max() < 1e-4
 
 
-def _host_has_avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _host_has_avx512(), reason="host without AVX-512")
+@requires_avx512
 @pytest.mark.parametrize("layer,rule", [((24, 40, 14, 1, 1, 1), "conv2d"), ((16, 32, 15, 3, 2, 1), "conv2d"),
                                         ((32, 32, 28, 3, 2, 32), "window"), ((1024, 1000), "matmul")])
 def test_avx512_descriptor(layer, rule):

@@ -7,31 +7,14 @@ Compiled with tuned=False: the descriptor's cost model decides, not a calibratio
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from conftest import requires_node, requires_qemu
+from conftest import requires_avx512, requires_node, requires_qemu
 from edgesparse.compiler import compile as compile_model
 from edgesparse.harness.verify import verify
 from edgesparse.targets import get_target
 
 MODEL = "mobilenet_v1-p90"
-X86_64_V4 = ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")  # what -march=x86-64-v4 assumes
-
-
-def missing_avx512() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return list(X86_64_V4)
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in X86_64_V4 if f not in flags]
-
-
-requires_avx512 = pytest.mark.skipif(bool(missing_avx512()),
-                                     reason=f"host CPU lacks AVX-512 (x86-64-v4): no {' '.join(missing_avx512())}")
-
 TARGETS = [
     pytest.param("x86_64", id="x86_64-local"),
     pytest.param("x86_64-avx512", id="x86_64-avx512-local", marks=requires_avx512),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tvm
 
+from conftest import requires_avx512
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
@@ -360,15 +361,6 @@ def test_chunk_and_mr_from_descriptor():
 AVX512 = get_target("x86_64-avx512")
 
 
-def _has_avx512() -> bool:
-    from pathlib import Path
-
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def test_wide_tile_only_where_it_stays_in_l1():
     from dataclasses import replace
 
@@ -389,7 +381,7 @@ def test_wide_tile_only_where_it_stays_in_l1():
     assert spmm_tiling_for(plain, 112 * 112, 1, 32, 9.6).mr == 64
 
 
-@pytest.mark.skipif(not _has_avx512(), reason="host without AVX-512 (the x86_64-avx512 kernel runs here)")
+@requires_avx512
 @pytest.mark.parametrize("npix,cin,sparsity", [(196, 512, 0.7), (784, 256, 0.7), (112 * 112, 32, 0.9)])
 def test_wide_tile_kernel(npix, cin, sparsity):
     """The kernel the wide-tile rule picks (one pass of 196, chunks, the joined remainder) against numpy."""
