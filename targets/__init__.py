@@ -18,6 +18,9 @@ class Target:
     tvm: dict
     vector_bits: int
     fma: bool
+    # [isa] cpu_flags: the /proc/cpuinfo flags the generated code assumes; a local device without them refuses
+    # to run the artifact instead of dying of SIGILL
+    cpu_flags: tuple[str, ...]
     threads: bool
     zig_target: str
     cflags: tuple[str, ...]
@@ -54,6 +57,7 @@ def _parse(text: str) -> Target:
         tvm=d["tvm"],
         vector_bits=d["isa"]["vector_bits"],
         fma=d["isa"]["fma"],
+        cpu_flags=tuple(d["isa"].get("cpu_flags", ())),
         threads=d["runtime"]["threads"],
         zig_target=tc["zig_target"],
         cflags=tuple(tc["cflags"]),

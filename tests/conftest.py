@@ -61,17 +61,13 @@ def have(tool: str) -> bool:
 requires_qemu = pytest.mark.skipif(not have("qemu-aarch64"), reason="qemu-aarch64 not installed (apt-get install qemu-user)")
 requires_node = pytest.mark.skipif(not have("node"), reason="node not installed")
 
-X86_64_V4 = ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")  # what -march=x86-64-v4 assumes
-
 
 def missing_avx512() -> list[str]:
-    """The x86-64-v4 CPU flags this host lacks (the x86_64-avx512 descriptor's code needs them all)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return list(X86_64_V4)
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return [f for f in X86_64_V4 if f not in flags]
+    """The CPU flags the x86_64-avx512 descriptor's code needs that this host lacks."""
+    from edgesparse.devices.local import host_cpu_flags
+    from edgesparse.targets import get_target
+
+    return [f for f in get_target("x86_64-avx512").cpu_flags if f not in host_cpu_flags()]
 
 
 requires_avx512 = pytest.mark.skipif(bool(missing_avx512()),

@@ -91,6 +91,20 @@ def test_unknown_device_is_a_clear_error(compiled):
         get_device("chromium", load_manifest(art))
 
 
+def test_local_device_refuses_code_for_cpu_flags_the_host_lacks(compiled, monkeypatch):
+    """An AVX-512 artifact on a host without AVX-512 is a one-line error naming the flags, not a SIGILL."""
+    import edgesparse.devices.local as local
+
+    manifest = dict(load_manifest(compiled("mlp", "x86_64")), target="x86_64-avx512")
+    monkeypatch.setattr(local, "host_cpu_flags", lambda: {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"})
+    with pytest.raises(EdgesparseError, match=r"cannot run this x86_64-avx512 artifact: the host CPU lacks avx512f "
+                                              r"avx512bw avx512cd avx512dq avx512vl$"):
+        get_device("local", manifest)
+    monkeypatch.setattr(local, "host_cpu_flags", lambda: {"avx", "avx2", "fma"})
+    with pytest.raises(EdgesparseError, match="lacks bmi1 bmi2 f16c movbe abm$"):
+        get_device("local", load_manifest(compiled("mlp", "x86_64")))
+
+
 # ---------------------------------------------------------------- local, qemu, node
 
 

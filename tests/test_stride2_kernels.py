@@ -14,7 +14,7 @@ import tvm
 from edgesparse.kernels.stride2 import ConvS2Spec, DepthwiseS2Spec, make_conv_s2_kernel, make_depthwise_s2_kernel
 from edgesparse.targets import get_target
 
-from conftest import clip_bounds, compile_checked, conv_clip_nodes, save_graph
+from conftest import clip_bounds, compile_checked, conv_clip_nodes, requires_avx512, save_graph
 
 HOST = get_target("x86_64")
 CLAMPS = {"linear": None, "relu": (0.0, math.inf), "relu6": (0.0, 6.0), "minmax": (-0.5, 0.75)}
@@ -82,9 +82,8 @@ def test_threads_split_channels(w):
     run(2, 6, w, 3, threads=4)  # more threads than channels
 
 
+@requires_avx512
 def test_mobilenet_v1_first_stride2_layer_on_avx512_descriptor():
-    if "avx512f" not in open("/proc/cpuinfo").read():
-        pytest.skip("host without AVX-512: the x86_64-avx512 kernel cannot run here")
     run(64, 112, 112, 3, clamp=(0.0, 6.0), target=get_target("x86_64-avx512"))
 
 
@@ -133,9 +132,8 @@ def test_conv_epilogues_threads_and_budgets(epilogue):
     run_conv(3, 16, 1, 24, 3, clamp=CLAMPS[epilogue], acc=4)
 
 
+@requires_avx512
 def test_conv_mobilenet_first_layer_on_avx512_descriptor():
-    if "avx512f" not in open("/proc/cpuinfo").read():
-        pytest.skip("host without AVX-512: the x86_64-avx512 kernel cannot run here")
     spec = run_conv(3, 32, 224, 224, 3, clamp=(0.0, 6.0), acc=24, target=get_target("x86_64-avx512"))
     assert spec.variant == "f32_conv3x3s2_4x64_relu6"
 

@@ -7,12 +7,30 @@ import tempfile
 from pathlib import Path
 
 from ..errors import EdgesparseError
+from ..targets import all_targets, get_target
 from .base import Device, failure_detail
+
+
+def host_cpu_flags() -> set[str]:
+    """This machine's CPU flags as /proc/cpuinfo names them (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
 class LocalDevice(Device):
     name = "local"
-    targets = ("x86_64", "x86_64-avx512")
+    # the descriptors that name this machine their device (x86_64, x86_64-avx512)
+    targets = tuple(name for name, t in all_targets().items() if t.default_device == "local")
+
+    def check_compatible(self, manifest: dict) -> None:
+        super().check_compatible(manifest)
+        missing = [f for f in get_target(manifest["target"]).cpu_flags if f not in host_cpu_flags()]
+        if missing:
+            raise EdgesparseError(f"device 'local' cannot run this {manifest['target']} artifact: "
+                                  f"the host CPU lacks {' '.join(missing)}")
 
     def command(self, artifact: Path, manifest: dict, args: list[str]) -> list[str]:
         return [str(artifact / manifest["files"]["runner"]), *args]
