@@ -15,10 +15,10 @@ from conftest import requires_avx512
 from edgesparse.kernels.spmm import (
     SpmmKernelSpec,
     choose_block,
-    packed_tile_stride,
     spmm_acc_registers_for,
     make_spmm_kernel,
     pack_spmm_weights,
+    plan_tiles,
     spmm_mr_for,
     unpack_spmm_weights,
 )
@@ -53,7 +53,7 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
                   layout="channels", residual=None, target=HOST):
     cin, npix = x.shape
     lanes, acc = target.vector_lanes_f32, spmm_acc_registers_for(target)
-    tile = packed_tile_stride(npix, mr, lanes, block, acc, threads)
+    tile = plan_tiles(npix, mr, lanes, block, acc, threads).row_stride(lanes)  # the scratch tile's row stride
     stride = {"channels": 1, "offsets": npix, "packed": tile}[layout]
     packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
                                chunk_local=layout == "packed")
@@ -520,7 +520,6 @@ def test_wasm32_kernel_runs_in_node(block, tmp_path):
 
 
 def test_tile_plan_joins_remainder_when_accumulators_fit():
-    from edgesparse.kernels.spmm import plan_tiles
     from edgesparse.kernels.pieces import tile_pieces
 
     assert tile_pieces(68, 16) == [(0, 4, 16), (64, 1, 4)]

@@ -13,7 +13,7 @@ from .config import (
     spmm_tiling_for,
 )
 from .pack import PackedSpmm, choose_block, compact_stride, pack_spmm_weights, unpack_spmm_weights
-from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel, packed_tile_stride, plan_tiles
+from .template import SpmmKernelSpec, epilogue_name, fit_tile, make_spmm_kernel, plan_tiles
 
 __all__ = [
     "PackedSpmm",
@@ -24,7 +24,6 @@ __all__ = [
     "fit_tile",
     "make_spmm_kernel",
     "pack_spmm_weights",
-    "packed_tile_stride",
     "plan_tiles",
     "spmm_acc_registers_for",
     "spmm_chunk_for",

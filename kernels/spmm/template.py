@@ -170,11 +170,6 @@ def plan_tiles(pixels: int, mr: int, lanes: int, rows: int, acc_registers: int, 
     return TilePlan(mr, n, ((n * mr, tail),))
 
 
-def packed_tile_stride(pixels: int, mr: int, lanes: int, block: int, acc_registers: int, threads: int) -> int:
-    """The row stride of the scratch tile a packed-tile kernel reads: what its offsets are multiplied by."""
-    return plan_tiles(pixels, mr, lanes, block, acc_registers, threads).row_stride(lanes)
-
-
 def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     """Build the TIR PrimFunc of ``spec`` (global symbol ``name`` or ``spec.variant``)."""
     cin, cout, npix, block, lanes = spec.cin, spec.cout, spec.pixels, spec.block, spec.lanes
