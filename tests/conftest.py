@@ -67,11 +67,13 @@ def missing_avx512() -> list[str]:
     from edgesparse.devices.local import host_cpu_flags
     from edgesparse.targets import get_target
 
-    return [f for f in get_target("x86_64-avx512").cpu_flags if f not in host_cpu_flags()]
+    have = host_cpu_flags()
+    return [f for f in get_target("x86_64-avx512").cpu_flags if f not in have]
 
 
-requires_avx512 = pytest.mark.skipif(bool(missing_avx512()),
-                                     reason=f"host CPU lacks AVX-512 (x86-64-v4): no {' '.join(missing_avx512())}")
+_MISSING_AVX512 = missing_avx512()
+requires_avx512 = pytest.mark.skipif(bool(_MISSING_AVX512),
+                                     reason=f"host CPU lacks AVX-512 (x86-64-v4): no {' '.join(_MISSING_AVX512)}")
 
 
 def save_graph(path: Path, nodes, inputs: dict, outputs: dict, weights: dict) -> Path:

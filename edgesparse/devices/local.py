@@ -27,7 +27,8 @@ class LocalDevice(Device):
 
     def check_compatible(self, manifest: dict) -> None:
         super().check_compatible(manifest)
-        missing = [f for f in get_target(manifest["target"]).cpu_flags if f not in host_cpu_flags()]
+        have = host_cpu_flags()
+        missing = [f for f in get_target(manifest["target"]).cpu_flags if f not in have]
         if missing:
             raise EdgesparseError(f"device 'local' cannot run this {manifest['target']} artifact: "
                                   f"the host CPU lacks {' '.join(missing)}")
