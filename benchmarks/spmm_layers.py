@@ -41,6 +41,7 @@ from edgesparse.kernels.spmm import (
     pack_spmm_weights,
     spmm_acc_registers_for,
     spmm_pack_tile_for,
+    spmm_prefetch_for,
     spmm_tiling_for,
 )
 from edgesparse.cost import stored_weights
@@ -195,7 +196,8 @@ def main(argv=None):
             packed = pack_spmm_weights(w, b, block=block, stride=stride,
                                        chunk=tiling.chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
-                                             lanes=lanes, acc_registers=acc, pack_tile=pack_tile)
+                                             lanes=lanes, acc_registers=acc, pack_tile=pack_tile,
+                                             prefetch=spmm_prefetch_for(desc, cin, cout, npix))
             kern, targs = checked_kernel(spec, packed, x, want, target, dev)
 
             sess, model = ort_conv1x1(w.reshape(cout, cin, 1, 1), b, side)

@@ -50,7 +50,7 @@ LAYOUTS = ["channels", "offsets", "packed"]
 
 
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
-                  layout="channels", residual=None, target=HOST):
+                  layout="channels", residual=None, prefetch=False, target=HOST):
     cin, npix = x.shape
     lanes, acc = target.vector_lanes_f32, spmm_acc_registers_for(target)
     tile = plan_tiles(npix, mr, lanes, block, acc, threads).row_stride(lanes)  # the scratch tile's row stride
@@ -59,7 +59,7 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
                                chunk_local=layout == "packed")
     spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
                                      lanes=lanes, acc_registers=acc, pack_tile=layout == "packed",
-                                     residual=residual is not None)
+                                     residual=residual is not None, prefetch=prefetch)
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=target.tvm_target())
     dev = tvm.cpu()
@@ -265,12 +265,12 @@ def test_packed_tile_misaligned_rows(side):
 # --- cross targets ------------------------------------------------------------------------------------------
 
 
-def compile_object(target_name, block, tmp_path):
+def compile_object(target_name, block, tmp_path, prefetch=False):
     rng = np.random.default_rng(12)
     target = get_target(target_name)
     w = random_sparse(rng, 32, 64, 0.8)
     packed = pack_spmm_weights(w, None, block=block)
-    spec = SpmmKernelSpec.for_packed(packed, 200, spmm_mr_for(target, block), clamp=(0.0, 6.0))
+    spec = SpmmKernelSpec.for_packed(packed, 200, spmm_mr_for(target, block), clamp=(0.0, 6.0), prefetch=prefetch)
     ex = tvm.compile(tvm.IRModule({spec.variant: make_spmm_kernel(spec)}), target=target.tvm_target())
     path = tmp_path / f"{spec.variant}_{target_name}.o"
     ex.mod.write_to_file(str(path))
@@ -312,6 +312,16 @@ def test_x86_inner_loop_has_no_stores(tmp_path):
     assert not any("vmovaps\t%ymm" in ln and "(%" in ln.split(",")[-1] for ln in window)
 
 
+@needs_objdump
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_x86_prefetches_only_in_the_prfm_variant(prefetch, tmp_path):
+    """The _prfm kernel's object has prefetch instructions; the plain one has none."""
+    obj = compile_object("x86_64", 1, tmp_path, prefetch=prefetch)
+    asm = subprocess.run(["llvm-objdump-14", "-d", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
+                         check=True).stdout
+    assert ("\tprefetch" in asm) == prefetch  # the mnemonic (the path of the object names the test)
+
+
 @pytest.mark.parametrize("block", [1, 2, 4])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("chunk", [16, 48, 100])
@@ -327,6 +337,38 @@ def test_input_channel_chunks(block, chunk, layout):
     assert packed.segment_ptr.size == packed.n_blocks * packed.n_chunks + 1
     w2, b2 = unpack_spmm_weights(packed)
     np.testing.assert_array_equal(w2, w)
+
+
+@pytest.mark.parametrize("block,chunk,layout,residual", [
+    (1, None, "packed", False), (1, 16, "packed", True), (4, 16, "packed", False), (2, None, "offsets", True),
+    (4, None, "channels", False),
+])
+@pytest.mark.parametrize("npix", [MR + 3, 3 * MR, 3 * MR + 17])
+def test_prefetching_variant(block, chunk, layout, residual, npix):
+    """The _prfm variant (next tile's rows prefetched, the addresses clamped to the buffers) computes the same:
+    blocks with a remainder row, chunks, a residual, the last tile's prefetches at the buffers' ends."""
+    rng = np.random.default_rng(npix + block)
+    w = random_sparse(rng, 11, 40, 0.7)
+    bias = rng.standard_normal(11).astype(np.float32)
+    x = rng.standard_normal((40, npix)).astype(np.float32)
+    res = (3 * rng.standard_normal((11, npix))).astype(np.float32) if residual else None
+    _, spec = check(w, bias, x, block=block, mr=MR, clamp=(0.0, 6.0), chunk=chunk, layout=layout, residual=res,
+                    prefetch=True)
+    assert spec.variant.endswith("_relu6_prfm")
+
+
+def test_prefetch_rule_from_descriptor():
+    from dataclasses import replace
+
+    from edgesparse.kernels.spmm import spmm_prefetch_for
+
+    t = replace(HOST, tiles={**HOST.tiles, "spmm_prefetch_min_bytes": 1 << 20})
+    assert spmm_prefetch_for(t, 32, 64, 112 * 112)  # 3.2 MB out
+    assert spmm_prefetch_for(t, 144, 24, 56 * 56)  # 1.8 MB in
+    assert not spmm_prefetch_for(t, 256, 256, 28 * 28)  # 0.8 MB each: L2 hits
+    assert not spmm_prefetch_for(t, 32, 64, 112 * 112, threads=2)  # a parallel task's next tile is not its own
+    plain = replace(HOST, tiles={k: v for k, v in HOST.tiles.items() if k != "spmm_prefetch_min_bytes"})
+    assert not spmm_prefetch_for(plain, 32, 64, 112 * 112)
 
 
 @pytest.mark.parametrize("unroll", [1, 2, 4])

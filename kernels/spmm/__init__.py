@@ -9,6 +9,7 @@ from .config import (
     spmm_chunk_for,
     spmm_mr_for,
     spmm_pack_tile_for,
+    spmm_prefetch_for,
     spmm_tile_row_floats,
     spmm_tiling_for,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "spmm_chunk_for",
     "spmm_mr_for",
     "spmm_pack_tile_for",
+    "spmm_prefetch_for",
     "spmm_tile_row_floats",
     "spmm_tiling_for",
     "unpack_spmm_weights",

@@ -100,6 +100,7 @@ class SpmmKernelSpec:
     acc_registers: int = 8  # vector registers the accumulators may use (descriptor spmm_acc_registers)
     pack_tile: bool = False  # copy each pixel tile's activations into a contiguous, aligned scratch tile
     residual: bool = False  # add a residual tensor of the output's shape (an argument before y) before the clamp
+    prefetch: bool = False  # prefetch the next pixel tile's activations and output rows (variant suffix _prfm)
     in_shape: tuple[int, ...] | None = None  # default (Cin, P)
     out_shape: tuple[int, ...] | None = None  # default (Cout, P)
 
@@ -124,7 +125,8 @@ class SpmmKernelSpec:
     @property
     def variant(self) -> str:
         add = "_add" if self.residual else ""
-        return f"f32_spmm_{self.mr}x{self.block}{add}_{epilogue_name(self.clamp)}"
+        prfm = "_prfm" if self.prefetch else ""
+        return f"f32_spmm_{self.mr}x{self.block}{add}_{epilogue_name(self.clamp)}{prfm}"
 
 
 def fit_tile(mr: int, pixels: int) -> int:
@@ -204,6 +206,10 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     tile_elems = chunk * row_stride
 
     full_pieces = tile_pieces(mr, lanes)
+    # prefetch: one instruction per cache line (16 floats) of the next tile's rows, clamped to the buffer's end
+    # (the last tile's "next" rows are then the last line again: harmless)
+    prefetch = spec.prefetch and not parallel
+    pf_lines = -(-mr // 16)
     tail_pieces = tile_pieces(tail_w, lanes) if tail_w else []
 
     # --- one statement kind over one piece (q0: the piece's first pixel in the tile, nq vectors of vw lanes);
@@ -283,11 +289,22 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
                 for i in T.vectorized(vw):
                     cp.Xt[ch * row_stride + q0 + q * vw + i] = cp.Xf[
                         (cp.c * chunk + ch) * npix + cp.p0 + q0 + q * vw + i]
+            if prefetch and q0 == 0:
+                # the same row of the next tile, wanted one tile from now
+                for ln in T.unroll(pf_lines):
+                    T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(cp.Xf[T.min(
+                        (cp.c * chunk + ch) * npix + cp.p0 + mr + ln * 16, cin * npix - 1)]), 0, 3, 1))
 
     # --- one output block over one tile: every piece updated per nonzero (one pass) ---
 
     @T.macro
     def block_rows(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, kb, ke, p0, first, last, pieces):
+        if prefetch and first:
+            # this block's output rows in the next tile: spread over the tile's blocks, stored one tile from now
+            for j in T.unroll(rows):
+                for ln in T.unroll(pf_lines):
+                    T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(Yf[T.min(
+                        (row0 + j) * npix + p0 + mr + ln * 16, cout * npix - 1)]), 1, 3, 1))
         if first:
             each_piece(init_piece, pieces,
                        Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, 0))
