@@ -38,6 +38,9 @@ pixel tiles ``T.parallel`` (the object then calls ``__TVMBackendParallelLaunch``
 Signature of every variant (arguments in this order, see ``pack.py`` for the format):
 ``x`` (input, any shape holding Cin*P floats, CHW), ``values`` f32, ``segment_ptr`` i32, ``channel_index`` i16/i32,
 ``y`` (output, any shape holding Cout*P floats).
+With ``prefetch`` (variant suffix ``_prfm``) each serial tile prefetches the next tile's rows: its activations as
+the copy into the scratch tile reads the current ones, and each block's output rows before the block's nonzeros
+(kernels/spmm/config.py ``spmm_prefetch_for`` says when and why).
 With ``residual`` (variant ``f32_spmm_<MR>x<block>_add_<epilogue>``) a tensor of the output's shape comes before
 ``y`` and is added at the last chunk, before the clamp: a skip connection's Add (MobileNetV2's 10, measured in
 the model at 0.022 ms as separate kernels) costs a load per output instead of a pass of its own.
