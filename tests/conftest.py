@@ -64,11 +64,10 @@ requires_node = pytest.mark.skipif(not have("node"), reason="node not installed"
 
 def missing_avx512() -> list[str]:
     """The CPU flags the x86_64-avx512 descriptor's code needs that this host lacks."""
-    from edgesparse.devices.local import host_cpu_flags
+    from edgesparse.devices.local import missing_cpu_flags
     from edgesparse.targets import get_target
 
-    have = host_cpu_flags()
-    return [f for f in get_target("x86_64-avx512").cpu_flags if f not in have]
+    return missing_cpu_flags(get_target("x86_64-avx512"))
 
 
 _MISSING_AVX512 = missing_avx512()

@@ -20,6 +20,12 @@ def host_cpu_flags() -> set[str]:
     return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
 
 
+def missing_cpu_flags(target) -> list[str]:
+    """The CPU flags ``target``'s code needs (its descriptor's ``[isa] cpu_flags``) that this machine lacks."""
+    have = host_cpu_flags()
+    return [f for f in target.cpu_flags if f not in have]
+
+
 class LocalDevice(Device):
     name = "local"
     # the descriptors that name this machine their device (x86_64, x86_64-avx512)
@@ -27,8 +33,7 @@ class LocalDevice(Device):
 
     def check_compatible(self, manifest: dict) -> None:
         super().check_compatible(manifest)
-        have = host_cpu_flags()
-        missing = [f for f in get_target(manifest["target"]).cpu_flags if f not in have]
+        missing = missing_cpu_flags(get_target(manifest["target"]))
         if missing:
             raise EdgesparseError(f"device 'local' cannot run this {manifest['target']} artifact: "
                                   f"the host CPU lacks {' '.join(missing)}")
