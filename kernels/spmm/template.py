@@ -80,6 +80,12 @@ def clamp_value(value, clamp: tuple[float, float] | None):
     return value
 
 
+def prefetch_line(buf, index, last, write: bool):
+    """Prefetch (into L1) the cache line holding ``buf[min(index, last)]``: a TIR expression for ``T.evaluate``.
+    The clamp keeps the address inside the buffer where "the next tile" runs past its end."""
+    return T.call_intrin("void", "tirx.prefetch", T.address_of(buf[T.min(index, last)]), int(write), 3, 1)
+
+
 @dataclass(frozen=True)
 class SpmmKernelSpec:
     """Everything a variant is specialised on (shapes are static: one PrimFunc per layer)."""
@@ -209,8 +215,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     tile_elems = chunk * row_stride
 
     full_pieces = tile_pieces(mr, lanes)
-    # prefetch: one instruction per cache line (16 floats) of the next tile's rows, clamped to the buffer's end
-    # (the last tile's "next" rows are then the last line again: harmless)
+    # prefetch: one instruction per cache line (16 floats) of the next tile's rows (the last tile's "next" rows
+    # are clamped to the buffer's last line: harmless)
     prefetch = spec.prefetch and not parallel
     pf_lines = -(-mr // 16)
     tail_pieces = tile_pieces(tail_w, lanes) if tail_w else []
@@ -295,8 +301,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             if prefetch and q0 == 0:
                 # the same row of the next tile, wanted one tile from now
                 for ln in T.unroll(pf_lines):
-                    T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(cp.Xf[T.min(
-                        (cp.c * chunk + ch) * npix + cp.p0 + mr + ln * 16, cin * npix - 1)]), 0, 3, 1))
+                    T.evaluate(prefetch_line(cp.Xf, (cp.c * chunk + ch) * npix + cp.p0 + mr + ln * 16,
+                                             cin * npix - 1, write=False))
 
     # --- one output block over one tile: every piece updated per nonzero (one pass) ---
 
@@ -306,8 +312,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             # this block's output rows in the next tile: spread over the tile's blocks, stored one tile from now
             for j in T.unroll(rows):
                 for ln in T.unroll(pf_lines):
-                    T.evaluate(T.call_intrin("void", "tirx.prefetch", T.address_of(Yf[T.min(
-                        (row0 + j) * npix + p0 + mr + ln * 16, cout * npix - 1)]), 1, 3, 1))
+                    T.evaluate(prefetch_line(Yf, (row0 + j) * npix + p0 + mr + ln * 16, cout * npix - 1,
+                                             write=True))
         if first:
             each_piece(init_piece, pieces,
                        Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, 0))
