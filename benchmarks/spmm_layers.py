@@ -40,6 +40,7 @@ from edgesparse.kernels.spmm import (
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_acc_registers_for,
+    spmm_join_registers_for,
     spmm_pack_tile_for,
     spmm_prefetch_for,
     spmm_tiling_for,
@@ -197,6 +198,7 @@ def main(argv=None):
                                        chunk=tiling.chunk, chunk_local=pack_tile)
             spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=RELU6, in_shape=x.shape, out_shape=want.shape,
                                              lanes=lanes, acc_registers=acc, pack_tile=pack_tile,
+                                             join_registers=spmm_join_registers_for(desc),
                                              prefetch=spmm_prefetch_for(desc, cin, cout, npix))
             kern, targs = checked_kernel(spec, packed, x, want, target, dev)
 

@@ -50,16 +50,16 @@ LAYOUTS = ["channels", "offsets", "packed"]
 
 
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
-                  layout="channels", residual=None, prefetch=False, target=HOST):
+                  layout="channels", residual=None, prefetch=False, join=0, target=HOST):
     cin, npix = x.shape
     lanes, acc = target.vector_lanes_f32, spmm_acc_registers_for(target)
-    tile = plan_tiles(npix, mr, lanes, block, acc, threads).row_stride(lanes)  # the scratch tile's row stride
+    tile = plan_tiles(npix, mr, lanes, block, acc, threads, join).row_stride(lanes)  # the scratch tile's row stride
     stride = {"channels": 1, "offsets": npix, "packed": tile}[layout]
     packed = pack_spmm_weights(w, bias, block=block, index_dtype=index_dtype, chunk=chunk, stride=stride,
                                chunk_local=layout == "packed")
     spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
                                      lanes=lanes, acc_registers=acc, pack_tile=layout == "packed",
-                                     residual=residual is not None, prefetch=prefetch)
+                                     residual=residual is not None, prefetch=prefetch, join_registers=join)
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=target.tvm_target())
     dev = tvm.cpu()
@@ -577,3 +577,46 @@ def test_tile_plan_joins_remainder_when_accumulators_fit():
     # threads: the remainder never lengthens a task of the parallel loop
     assert plan_tiles(196, 64, 16, 1, 16, threads=2).extra == ((192, 4),)
     assert plan_tiles(3136, 64, 16, 1, 16, threads=1).extra == ()
+
+
+def test_join_budget_takes_a_partial_vector_remainder_into_the_last_tile():
+    """``join_registers`` (descriptor spmm_join_registers): AVX2, MR 64, 8 accumulators: 14x14's 4-pixel remainder
+    joins with 9 (64 + 64 + 68, row stride 72), 28x28's 16 would need 10 and stays a tile of its own, blocks of 2
+    stay apart, and 0 keeps the accumulator budget."""
+    p = plan_tiles(196, 64, 8, 1, 8, threads=1, join_registers=9)
+    assert (p.n_uniform, p.extra, p.row_stride(8)) == (2, ((128, 68),), 72)
+    assert plan_tiles(196, 64, 8, 1, 8, threads=1).extra == ((192, 4),)
+    assert plan_tiles(784, 64, 8, 1, 8, threads=1, join_registers=9).extra == ((768, 16),)
+    assert plan_tiles(196, 32, 8, 2, 8, threads=1, join_registers=9).extra == ((192, 4),)
+    assert plan_tiles(196, 64, 8, 1, 8, threads=2, join_registers=9).extra == ((192, 4),)
+
+
+def test_join_budget_from_descriptor():
+    from dataclasses import replace
+
+    from edgesparse.cost import tile_walk
+    from edgesparse.kernels.spmm import spmm_join_registers_for, spmm_tile_row_floats
+
+    assert spmm_join_registers_for(HOST) == HOST.tiles["spmm_join_registers"]
+    plain = replace(HOST, tiles={k: v for k, v in HOST.tiles.items() if k != "spmm_join_registers"})
+    assert spmm_join_registers_for(plain) == spmm_acc_registers_for(plain)
+    nine = replace(HOST, tiles={**HOST.tiles, "spmm_join_registers": 9})
+    # the packed tile's row stride and the cost model's passes follow the kernel's plan
+    assert spmm_tile_row_floats(nine, 196, 1, 64) == 72 and spmm_tile_row_floats(plain, 196, 1, 64) == 64
+    assert tile_walk(nine, 196, 1, 64).passes == 3 and tile_walk(plain, 196, 1, 64).passes == 4
+
+
+@pytest.mark.parametrize("block,chunk,layout", [
+    (1, None, "packed"), (1, 16, "packed"), (1, None, "offsets"), (1, None, "channels"), (2, 16, "packed"),
+])
+@pytest.mark.parametrize("npix", [196, 3 * 64 + 1, 2 * 64 + 2])
+def test_joined_partial_vector_remainder(block, chunk, layout, npix):
+    """A kernel whose last tile takes the remainder under the join budget (68, 65 or 66 pixels wide at MR 64)
+    computes what numpy does, chunked or whole, from every activation layout."""
+    rng = np.random.default_rng(npix * 10 + block)
+    w = random_sparse(rng, 13, 48, 0.7)
+    bias = rng.standard_normal(13).astype(np.float32)
+    x = rng.standard_normal((48, npix)).astype(np.float32)
+    _, spec = check(w, bias, x, block=block, mr=64, clamp=(0.0, 6.0), chunk=chunk, layout=layout, join=9)
+    plan = plan_tiles(npix, 64, HOST.vector_lanes_f32, block, spmm_acc_registers_for(HOST), 1, 9)
+    assert plan.extra[0][1] == (64 + npix % 64 if block == 1 else npix % 64)

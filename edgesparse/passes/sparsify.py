@@ -42,6 +42,7 @@ from edgesparse.kernels.spmm import (
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_acc_registers_for,
+    spmm_join_registers_for,
     spmm_pack_tile_for,
     spmm_prefetch_for,
     spmm_tiling_for,
@@ -306,7 +307,8 @@ class _SparsifyRewriter(ChainRewriter):
         in_shape = static_shape(layer.x)
         out_shape = static_shape(binding.var)
         spec = SpmmKernelSpec.for_packed(packed, d.pixels, mr, clamp=layer.clamp, threads=self.threads,
-                                         lanes=lanes, acc_registers=acc_registers, pack_tile=pack_tile,
+                                         lanes=lanes, acc_registers=acc_registers,
+                                         join_registers=spmm_join_registers_for(self.target), pack_tile=pack_tile,
                                          prefetch=spmm_prefetch_for(self.target, layer.w.shape[1], layer.w.shape[0],
                                                                     d.pixels, self.threads),
                                          residual=layer.residual is not None, in_shape=in_shape,

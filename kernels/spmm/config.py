@@ -9,6 +9,8 @@ Descriptor keys read (``[tiles]`` of ``targets/<name>.toml``):
   x86 hosts have 16 vector registers; the tile, one activation vector and the broadcast weight must fit).
   A block of ``b`` output channels keeps ``b * MR / lanes`` accumulators, so wide blocks get a narrower tile.
   Measured on the x86 host (256x256x784, 90%): 32x4 spills (0.49 ms), 16x4 does not (0.30 ms).
+* ``spmm_join_registers``: accumulators the last tile may use when the ``H*W % MR`` remainder joins it (default:
+  ``spmm_acc_registers``; see ``spmm_join_registers_for``).
 * ``spmm_l1_bytes``: the L1 data cache the activation tile should fit (absent: never cut into chunks). A layer
   whose ``Cin x tile row`` activation tile is larger is walked in input-channel chunks that fit (see
   ``spmm_chunk_for``) when its nonzeros are dense enough to pay for the chunks.
@@ -36,6 +38,19 @@ DEFAULT_ACC_REGISTERS = 8
 
 def spmm_acc_registers_for(target) -> int:
     return int(target.tiles.get("spmm_acc_registers", DEFAULT_ACC_REGISTERS))
+
+
+def spmm_join_registers_for(target) -> int:
+    """Accumulators the last pixel tile may use with the remainder joined (template.py ``plan_tiles``): a
+    remainder pass costs its index and weight loads per nonzero however few its pixels, and a one-row tile at the
+    budget has registers to spare for one more (16 on AVX2: 8 accumulators, the broadcast weight and the pair
+    sum's temporary leave 5). Measured on the Zen 1 host with x86_64's 9 (MR 64 + the 4-pixel remainder of 14x14
+    in one pass of 68, against 64 + 4): MobileNetV1-p70's 512->512 @14 layers in the model (4 alternating
+    profiles of 30 runs) 1.442 -> 1.369 ms each, the whole model's kernels 18.29 -> 17.91 ms; alone
+    (benchmarks/spmm_layers.py) 512x512x196 at 70% 1.47 -> 1.42 ms, at 90% 0.58 -> 0.57. Ten would also join
+    28x28's 16-pixel remainder (64 + 80), whose 80-float rows no longer fit L1 at MR 64 in 128->256 @28: that
+    layer fell back to MR 32 and lost 4-15%."""
+    return int(target.tiles.get("spmm_join_registers", spmm_acc_registers_for(target)))
 
 
 def spmm_mr_for(target, block: int = 1, key: str = "spmm_mr") -> int:
@@ -74,7 +89,8 @@ def spmm_tile_row_floats(target, pixels: int, block: int, mr: int, threads: int 
     from .template import plan_tiles
 
     lanes = target.vector_lanes_f32
-    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads)
+    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads,
+                      spmm_join_registers_for(target))
     if spmm_pack_tile_for(target, pixels):
         return plan.row_stride(lanes)
     return plan.widest

@@ -16,7 +16,8 @@ needed.
 A tile is walked in one pass over the nonzeros whatever its width: its pixels are cut into pieces LLVM codes
 well (whole vectors of the target's lanes, then power-of-two pieces below a vector: 49 = 3x16 + 1 on AVX-512),
 each piece its own accumulators, all updated per nonzero. ``H*W % MR`` remainder pixels join the last full tile
-when the accumulators still fit the descriptor's register budget (196 = 64 + 64 + 68: three passes, not four;
+when the accumulators still fit the descriptor's budget for it (``spmm_join_registers``, by default the
+accumulator budget; 196 = 64 + 64 + 68: three passes, not four;
 49 = one pass of 49, not 32 + 16 + 1), else they form one narrower tile. Every pass costs its index and weight
 loads per nonzero whatever its width, so fewer passes is the gain (measured below).
 
@@ -107,6 +108,7 @@ class SpmmKernelSpec:
     unroll: int = 0  # nonzeros summed per accumulator update (1, 2 or 4; 0: 2 whole, 1 with chunks)
     lanes: int = 4  # f32 lanes of the target's vectors: how tiles are cut into pieces
     acc_registers: int = 8  # vector registers the accumulators may use (descriptor spmm_acc_registers)
+    join_registers: int = 0  # ... a tile with the remainder joined may use (spmm_join_registers; 0: acc_registers)
     pack_tile: bool = False  # copy each pixel tile's activations into a contiguous, aligned scratch tile
     residual: bool = False  # add a residual tensor of the output's shape (an argument before y) before the clamp
     prefetch: bool = False  # prefetch the next pixel tile's activations and output rows (variant suffix _prfm)
@@ -168,15 +170,19 @@ class TilePlan:
         return -(-self.widest // lanes) * lanes
 
 
-def plan_tiles(pixels: int, mr: int, lanes: int, rows: int, acc_registers: int, threads: int) -> TilePlan:
-    """The tiles of a kernel over ``pixels`` with blocks of ``rows`` output channels (see the module doc).
-    With threads the remainder stays a tile of its own: joining it would lengthen one task of the parallel loop."""
+def plan_tiles(pixels: int, mr: int, lanes: int, rows: int, acc_registers: int, threads: int,
+               join_registers: int = 0) -> TilePlan:
+    """The tiles of a kernel over ``pixels`` with blocks of ``rows`` output channels (see the module doc): the
+    remainder joins the last full tile when the joined tile's accumulators fit ``join_registers`` (0: the
+    ``acc_registers`` budget). With threads the remainder stays a tile of its own: joining it would lengthen one
+    task of the parallel loop."""
     mr = fit_tile(mr, pixels)
     n = pixels // mr
     tail = pixels - n * mr
     if tail == 0:
         return TilePlan(mr, n, ())
-    if threads == 1 and accumulators(mr + tail, lanes) * rows <= max(acc_registers, accumulators(mr, lanes) * rows):
+    budget = join_registers or acc_registers
+    if threads == 1 and accumulators(mr + tail, lanes) * rows <= max(budget, accumulators(mr, lanes) * rows):
         return TilePlan(mr, n - 1, (((n - 1) * mr, mr + tail),))
     return TilePlan(mr, n, ((n * mr, tail),))
 
@@ -185,7 +191,7 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     """Build the TIR PrimFunc of ``spec`` (global symbol ``name`` or ``spec.variant``)."""
     cin, cout, npix, block, lanes = spec.cin, spec.cout, spec.pixels, spec.block, spec.lanes
     assert block in (1, 2, 4) and spec.mr >= 1 and npix >= 1
-    plan = plan_tiles(npix, spec.mr, lanes, block, spec.acc_registers, spec.threads)
+    plan = plan_tiles(npix, spec.mr, lanes, block, spec.acc_registers, spec.threads, spec.join_registers)
     mr, n_tiles = plan.mr, plan.n_uniform
     assert len(plan.extra) <= 1
     tail_p0, tail_w = plan.extra[0] if plan.extra else (0, 0)
