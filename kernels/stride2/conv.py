@@ -1,7 +1,8 @@
 """f32 k x k convolution, stride 2, over a few input channels (the first layer of a vision network: 3x3 or
 7x7 over RGB), in NCHW, with fused bias and clamp: a TIR template.
 
-Every input row of every channel is de-interleaved once into a scratch plane (rows.py: why and how). Then
+Every input row of every channel is de-interleaved once (rows.py: why and how), into a ring of rows just ahead
+of the output rows that read them (serial), or into a scratch plane up front (threads). Then
 per output row, per block of MR output channels and per part of the row (at most NV vectors): MR x NV
 accumulators (the output rows themselves, kept in registers: ``tirx.noalias``), and for each of the
 Cin x k x k taps NV contiguous vector loads shared by the MR channels, MR broadcast weights and MR x NV FMAs.
@@ -89,7 +90,15 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
     clamped = epilogue_name(spec.clamp) != "linear"
     parallel = spec.threads > 1
     parts = spec.row_parts()
-    plane = cin * H * 2 * n2  # row h of channel c, parity p at ((c * H + h) * 2 + p) * n2
+    # Serial: a ring of the ``ring`` latest de-interleaved rows per channel, filled one output row ahead (the
+    # rows of y + 1 are written while y is computed, so no tap load waits for a row's stores). Threads: every
+    # row of the plane up front, as a task's rows are anywhere.
+    ring = 1 << (k + 1).bit_length()  # >= k + 2 rows: output row y's k rows and the two of y + 1
+    held = H if parallel else ring  # rows held per channel: row h of channel c, parity p at
+    plane = cin * held * 2 * n2  # ((c * held + slot(h)) * 2 + p) * n2
+
+    def slot(h):
+        return h if parallel else T.bitwise_and(h, ring - 1)
 
     @T.macro
     def part(Wf, B, Yf, S, y, f0, x0, nq, vw):
@@ -108,7 +117,7 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
                                     Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = Yf[
                                         ((f0 + j) * Ho + y) * Wo + x0 + q * vw + i
                                     ] + Wf[(((f0 + j) * cin + c) * k + ry) * k + rx] * S[
-                                        ((c * H + 2 * y + ry - pad) * 2 + g.parity(rx)) * n2
+                                        ((c * held + slot(2 * y + ry - pad)) * 2 + g.parity(rx)) * n2
                                         + g.column(x0 + q * vw, rx) + i
                                     ]
         if clamped:
@@ -138,13 +147,22 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
         Wf = T.decl_buffer((cout * cin * k * k,), "float32", data=Wt.data)
         Yf = T.decl_buffer((cout * Ho * Wo,), "float32", data=Y.data)
         S = T.decl_buffer((plane,), "float32")
-        for ch in range(cin * H):  # every input row of every channel, de-interleaved once
-            deinterleave(Xf, S, ch * W, ch * 2 * n2)
         if parallel:
+            for ch in range(cin * H):  # every input row of every channel, de-interleaved once
+                deinterleave(Xf, S, ch * W, ch * 2 * n2)
             for y in T.parallel(Ho):
                 out_row(Wf, B, Yf, S, y)
         else:
+            # output row 0's input rows (up to k - 1 - pad), then before each y the two rows y + 1 adds
+            for h in range(min(H, k - pad)):
+                for c in range(cin):
+                    deinterleave(Xf, S, (c * H + h) * W, (c * ring + h) * 2 * n2)
             for y in range(Ho):
+                for e in range(2):
+                    if 2 * y + k - pad + e < H:
+                        for c in range(cin):
+                            deinterleave(Xf, S, (c * H + 2 * y + k - pad + e) * W,
+                                         (c * ring + T.bitwise_and(2 * y + k - pad + e, ring - 1)) * 2 * n2)
                 out_row(Wf, B, Yf, S, y)
 
     return conv.with_attr("global_symbol", name or spec.variant)
