@@ -97,12 +97,11 @@ class TileWalk:
 
 
 def tile_walk(target, pixels: int, block: int, mr: int, threads: int = 1) -> TileWalk:
-    from edgesparse.kernels.spmm import plan_tiles, spmm_acc_registers_for, spmm_join_registers_for
+    from edgesparse.kernels.spmm import spmm_plan_for
     from edgesparse.kernels.spmm.template import accumulators
 
     lanes = target.vector_lanes_f32
-    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads,
-                      spmm_join_registers_for(target))
+    plan = spmm_plan_for(target, pixels, block, mr, threads)
     vectors = plan.n_uniform * accumulators(plan.mr, lanes) + sum(accumulators(w, lanes) for _, w in plan.extra)
     return TileWalk(plan.n_uniform + len(plan.extra), vectors, plan.row_stride(lanes))
 

@@ -82,17 +82,23 @@ def spmm_prefetch_for(target, cin: int, cout: int, pixels: int, threads: int = 1
     return least is not None and threads == 1 and 4 * max(cin, cout) * pixels >= int(least)
 
 
+def spmm_plan_for(target, pixels: int, block: int, mr: int, threads: int = 1):
+    """The kernel's tile plan (template.py ``plan_tiles``) of a ``pixels``-pixel layer with blocks of ``block`` and
+    tiles of ``mr`` under ``target``'s accumulator and join budgets: what the packed tile's row stride and the cost
+    model's tile walk read, as the kernel does from its spec."""
+    from .template import plan_tiles
+
+    return plan_tiles(pixels, mr, target.vector_lanes_f32, block, spmm_acc_registers_for(target), threads,
+                      spmm_join_registers_for(target))
+
+
 def spmm_tile_row_floats(target, pixels: int, block: int, mr: int, threads: int = 1) -> int:
     """Floats per input-channel row of the activation tile the kernel of a ``pixels``-pixel layer with blocks of
     ``block`` and tiles of ``mr`` gathers from: the packed scratch tile's row stride (what the packed weights'
     offsets count in), or the widest tile when it reads ``X`` directly."""
-    from .template import plan_tiles
-
-    lanes = target.vector_lanes_f32
-    plan = plan_tiles(pixels, mr, lanes, block, spmm_acc_registers_for(target), threads,
-                      spmm_join_registers_for(target))
+    plan = spmm_plan_for(target, pixels, block, mr, threads)
     if spmm_pack_tile_for(target, pixels):
-        return plan.row_stride(lanes)
+        return plan.row_stride(target.vector_lanes_f32)
     return plan.widest
 
 

@@ -94,11 +94,12 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
     # rows of y + 1 are written while y is computed, so no tap load waits for a row's stores). Threads: every
     # row of the plane up front, as a task's rows are anywhere.
     ring = 1 << (k + 1).bit_length()  # >= k + 2 rows: output row y's k rows and the two of y + 1
-    held = H if parallel else ring  # rows held per channel: row h of channel c, parity p at
-    plane = cin * held * 2 * n2  # ((c * held + slot(h)) * 2 + p) * n2
+    held = H if parallel else ring  # rows held per channel
+    plane = cin * held * 2 * n2
 
-    def slot(h):
-        return h if parallel else T.bitwise_and(h, ring - 1)
+    def row_at(c, h):
+        """Where input row h of channel c starts in the scratch (its even columns; the odd ones n2 further)."""
+        return (c * held + (h if parallel else T.bitwise_and(h, ring - 1))) * 2 * n2
 
     @T.macro
     def part(Wf, B, Yf, S, y, f0, x0, nq, vw):
@@ -117,8 +118,7 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
                                     Yf[((f0 + j) * Ho + y) * Wo + x0 + q * vw + i] = Yf[
                                         ((f0 + j) * Ho + y) * Wo + x0 + q * vw + i
                                     ] + Wf[(((f0 + j) * cin + c) * k + ry) * k + rx] * S[
-                                        ((c * held + slot(2 * y + ry - pad)) * 2 + g.parity(rx)) * n2
-                                        + g.column(x0 + q * vw, rx) + i
+                                        row_at(c, 2 * y + ry - pad) + g.parity(rx) * n2 + g.column(x0 + q * vw, rx) + i
                                     ]
         if clamped:
             for j in T.unroll(mr):
@@ -148,21 +148,21 @@ def make_conv_s2_kernel(spec: ConvS2Spec, name: str | None = None):
         Yf = T.decl_buffer((cout * Ho * Wo,), "float32", data=Y.data)
         S = T.decl_buffer((plane,), "float32")
         if parallel:
-            for ch in range(cin * H):  # every input row of every channel, de-interleaved once
-                deinterleave(Xf, S, ch * W, ch * 2 * n2)
+            for c in range(cin):  # every input row of every channel, de-interleaved once
+                for h in range(H):
+                    deinterleave(Xf, S, (c * H + h) * W, row_at(c, h))
             for y in T.parallel(Ho):
                 out_row(Wf, B, Yf, S, y)
         else:
             # output row 0's input rows (up to k - 1 - pad), then before each y the two rows y + 1 adds
             for h in range(min(H, k - pad)):
                 for c in range(cin):
-                    deinterleave(Xf, S, (c * H + h) * W, (c * ring + h) * 2 * n2)
+                    deinterleave(Xf, S, (c * H + h) * W, row_at(c, h))
             for y in range(Ho):
                 for e in range(2):
                     if 2 * y + k - pad + e < H:
                         for c in range(cin):
-                            deinterleave(Xf, S, (c * H + 2 * y + k - pad + e) * W,
-                                         (c * ring + T.bitwise_and(2 * y + k - pad + e, ring - 1)) * 2 * n2)
+                            deinterleave(Xf, S, (c * H + 2 * y + k - pad + e) * W, row_at(c, 2 * y + k - pad + e))
                 out_row(Wf, B, Yf, S, y)
 
     return conv.with_attr("global_symbol", name or spec.variant)
