@@ -77,7 +77,8 @@ def test_so_is_what_androids_loader_accepts(android):
         cols = line.split()
         if len(cols) >= 8 and cols[4] in ("GLOBAL", "WEAK"):
             (imported if cols[6] == "UND" else exported).add(cols[7].split("@")[0])
-    assert exported == {f"{MODEL}_run", f"{MODEL}_last_error", f"{MODEL}_set_num_threads", f"{MODEL}_inputs",
+    assert exported == {f"{MODEL}_run", f"{MODEL}_last_error", f"{MODEL}_set_num_threads", f"{MODEL}_move_weights",
+                        f"{MODEL}_inputs",
                         f"{MODEL}_outputs", f"{MODEL}_model", "JNI_OnLoad"}
     # everything it imports is in bionic's libc.so (API 21+)
     bionic_libc = {"abort", "calloc", "free", "malloc", "memcpy", "memmove", "memset", "posix_memalign", "snprintf",

@@ -116,3 +116,69 @@ def test_library_needs_no_allocator(compiled):
     undefined = {u for u in used - defined if not u.startswith("pthread_")}
     assert undefined <= {"memcpy", "memset", "memmove", "strlen"}, undefined
     assert not undefined & {"malloc", "calloc", "realloc", "free", "posix_memalign", "aligned_alloc"}
+
+
+MOVE_APP = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "mlp.h"
+
+static void run_to(void* arena, const float* in, const char* path) {
+  size_t out_n = mlp_outputs[0].bytes / 4;
+  float* out = malloc(mlp_outputs[0].bytes);
+  const void* ins[1] = {in};
+  void* outs[1] = {out};
+  if (mlp_run(arena, ins, outs)) { fprintf(stderr, "%s\n", mlp_last_error()); exit(11); }
+  FILE* f = fopen(path, "wb");
+  fwrite(out, 4, out_n, f);
+  fclose(f);
+  free(out);
+}
+
+int main(int argc, char** argv) {
+  size_t in_n = mlp_inputs[0].bytes / 4;
+  float* in = malloc(mlp_inputs[0].bytes);
+  FILE* f = fopen(argv[1], "rb");
+  if (fread(in, 4, in_n, f) != in_n) return 10;
+  fclose(f);
+  void *arena = NULL, *moved = NULL;
+  if (posix_memalign(&arena, mlp_ARENA_ALIGN, mlp_ARENA_BYTES)) return 12;
+  if (posix_memalign(&moved, 64, mlp_WEIGHT_BYTES + 64)) return 12;
+  /* a misaligned place is refused with a message and changes nothing */
+  int rc = mlp_move_weights((char*)moved + 4);
+  printf("%d %s\n", rc, mlp_last_error());
+  run_to(arena, in, argv[2]);                          /* from the embedded weights */
+  if (mlp_move_weights(moved)) return 13;
+  run_to(arena, in, argv[3]);                          /* from the copy */
+  memset(moved, 0, mlp_WEIGHT_BYTES);
+  run_to(arena, in, argv[4]);                          /* the copy is what runs read: all weights zero now */
+  return 0;
+}
+"""
+
+
+def test_move_weights_runs_from_the_new_place(compiled, zoo_onnx, tmp_path):
+    art = compiled("mlp", "x86_64")
+    m = load_manifest(art)
+    (tmp_path / "app.c").write_text(MOVE_APP)
+    t = get_target("x86_64")
+    subprocess.run(
+        [sys.executable, "-m", "ziglang", "cc", "-target", t.zig_target, "-O2", "-static", "-I", str(art),
+         str(tmp_path / "app.c"), str(art / m["files"]["library"]), "-o", str(tmp_path / "app"), "-lpthread"],
+        check=True, capture_output=True,
+    )
+    x = np.random.default_rng(3).standard_normal((1, 784)).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    outs = [tmp_path / f"y{i}.bin" for i in range(3)]
+    proc = subprocess.run([str(tmp_path / "app"), str(tmp_path / "x.bin"), *map(str, outs)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rc, msg = proc.stdout.strip().split(" ", 1)
+    assert rc != "0" and "aligned to 64" in msg
+    ref = onnxruntime_outputs(zoo_onnx("mlp"), m, [x])[0]
+    before, after, zeroed = (np.fromfile(p, np.float32).reshape(ref.shape) for p in outs)
+    np.testing.assert_allclose(before, ref, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_array_equal(after, before)
+    # every weight and bias zero: each layer's output is zero (ReLU/Gemm of zeros; the output layer's too)
+    assert np.abs(ref).max() > 0 and np.array_equal(zeroed, np.zeros_like(zeroed))

@@ -50,7 +50,10 @@ def emit_header(name: str, plan: Plan, input_names: list[str], output_names: lis
  * Usage: allocate {n}_ARENA_BYTES bytes aligned to {ALIGN} (one arena per concurrent caller), then
  * {n}_run(arena, inputs, outputs) with one pointer per input and output (shapes and dtypes in
  * {n}_inputs / {n}_outputs; row-major). Returns 0 on success; otherwise {n}_last_error() says why.
- * The run path allocates nothing; separate arenas may run concurrently on separate threads. */
+ * The run path allocates nothing; separate arenas may run concurrently on separate threads.
+ * Optionally, before the first run (never while one runs), {n}_move_weights(dst) copies the weights to memory
+ * the application chose ({n}_WEIGHT_BYTES, aligned to {ALIGN}; e.g. on huge pages: fewer TLB misses in the
+ * kernels) and runs read them there from then on; dst must stay valid while the model is used. */
 #ifndef {guard}
 #define {guard}
 
@@ -81,6 +84,8 @@ typedef struct {{
   int (*run)(void* arena, const void* const* inputs, void* const* outputs);
   const char* (*last_error)(void);
   void (*set_num_threads)(int n);
+  size_t weight_bytes;
+  int (*move_weights)(void* dst);
 }} es_model;
 #endif
 
@@ -88,6 +93,7 @@ typedef struct {{
 #define {n}_NUM_OUTPUTS {len(plan.outputs)}
 #define {n}_ARENA_BYTES ((size_t){plan.arena_bytes}u)
 #define {n}_ARENA_ALIGN {ALIGN}
+#define {n}_WEIGHT_BYTES ((size_t){plan.weight_bytes}u)
 
 extern const es_tensor_info {n}_inputs[{n}_NUM_INPUTS];
 extern const es_tensor_info {n}_outputs[{n}_NUM_OUTPUTS];
@@ -96,6 +102,7 @@ extern const es_model {n}_model;
 int {n}_run(void* arena, const void* const* inputs, void* const* outputs);
 const char* {n}_last_error(void);
 void {n}_set_num_threads(int n);
+int {n}_move_weights(void* dst);
 
 #ifdef __cplusplus
 }}
@@ -173,6 +180,8 @@ def emit_source(name: str, plan: Plan, input_names: list[str], output_names: lis
 static const unsigned char {n}_weights[] __attribute__((aligned({ALIGN}))) = {{
 #embed "{weights_file}"
 }};
+/* Where run reads them: the array above, or the copy {n}_move_weights() made. */
+static const unsigned char* {n}_weight_base = {n}_weights;
 
 static int64_t {n}_shapes[] = {{{shape_list}}};
 
@@ -239,7 +248,7 @@ int {n}_run(void* arena, const void* const* inputs, void* const* outputs) {{
     const unsigned char* mem = r->kind == ES_IN ? in[r->index]
                              : r->kind == ES_OUT ? out[r->index]
                              : r->kind == ES_ARENA ? base
-                             : {n}_weights;
+                             : {n}_weight_base;
     t[i].data = (void*)(mem + r->offset);
     t[i].device.device_type = kDLCPU;
     t[i].device.device_id = 0;
@@ -276,9 +285,19 @@ const char* {n}_last_error(void) {{ return es_rt_last_error(); }}
 /* Compiled for at most {plan.max_threads} thread(s): the arena holds kernel scratch for that many. */
 void {n}_set_num_threads(int n) {{ es_rt_set_num_threads(n < 1 ? 1 : n > {plan.max_threads} ? {plan.max_threads} : n); }}
 
+int {n}_move_weights(void* dst) {{
+  if (!dst || !ES_ALIGNED(dst)) {{
+    es_rt_set_error("{name}: the weights' new place must be a non-null pointer aligned to {ALIGN} bytes");
+    return 1;
+  }}
+  memcpy(dst, {n}_weight_base, {n}_WEIGHT_BYTES);
+  {n}_weight_base = (const unsigned char*)dst;
+  return 0;
+}}
+
 const es_model {n}_model = {{
   {_c_str(name)}, {n}_NUM_INPUTS, {n}_NUM_OUTPUTS, {n}_inputs, {n}_outputs, {n}_ARENA_BYTES,
-  {n}_run, {n}_last_error, {n}_set_num_threads,
+  {n}_run, {n}_last_error, {n}_set_num_threads, {n}_WEIGHT_BYTES, {n}_move_weights,
 }};
 """
 
