@@ -74,16 +74,21 @@ int main(int argc, char** argv) {
 """
 
 
-def test_two_threads_separate_arenas_unaligned_buffers(compiled, zoo_onnx, tmp_path):
-    art = compiled("mlp", "x86_64")
-    m = load_manifest(art)
-    (tmp_path / "app.c").write_text(APP)
+def _build_app(source: str, art, m, tmp_path) -> None:
+    """tmp_path/app: `source` statically linked with the artifact's library, as an application would."""
+    (tmp_path / "app.c").write_text(source)
     t = get_target("x86_64")
     subprocess.run(
         [sys.executable, "-m", "ziglang", "cc", "-target", t.zig_target, "-O2", "-static", "-I", str(art),
          str(tmp_path / "app.c"), str(art / m["files"]["library"]), "-o", str(tmp_path / "app"), "-lpthread"],
         check=True, capture_output=True,
     )
+
+
+def test_two_threads_separate_arenas_unaligned_buffers(compiled, zoo_onnx, tmp_path):
+    art = compiled("mlp", "x86_64")
+    m = load_manifest(art)
+    _build_app(APP, art, m, tmp_path)
     rng = np.random.default_rng(7)
     xs = [rng.standard_normal((1, 784)).astype(np.float32) for _ in range(2)]
     for i, x in enumerate(xs):
@@ -161,13 +166,7 @@ int main(int argc, char** argv) {
 def test_move_weights_runs_from_the_new_place(compiled, zoo_onnx, tmp_path):
     art = compiled("mlp", "x86_64")
     m = load_manifest(art)
-    (tmp_path / "app.c").write_text(MOVE_APP)
-    t = get_target("x86_64")
-    subprocess.run(
-        [sys.executable, "-m", "ziglang", "cc", "-target", t.zig_target, "-O2", "-static", "-I", str(art),
-         str(tmp_path / "app.c"), str(art / m["files"]["library"]), "-o", str(tmp_path / "app"), "-lpthread"],
-        check=True, capture_output=True,
-    )
+    _build_app(MOVE_APP, art, m, tmp_path)
     x = np.random.default_rng(3).standard_normal((1, 784)).astype(np.float32)
     x.tofile(tmp_path / "x.bin")
     outs = [tmp_path / f"y{i}.bin" for i in range(3)]
