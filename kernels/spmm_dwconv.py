@@ -60,6 +60,12 @@ def fusion_pays(target, out_bytes: int, nonzeros_per_channel: float) -> bool:
     return out_bytes >= int(min_bytes) and nonzeros_per_channel <= float(max_nonzeros)
 
 
+def row_registers_for(target) -> int:
+    """The vectors a row of the fused 1x1 may take and still add its nonzeros one at a time in registers
+    (descriptor ``tiles.spmm_dwconv_row_registers``; 0, pairs always, where it is not set): ``fill``."""
+    return int(target.tiles.get("spmm_dwconv_row_registers", 0))
+
+
 @dataclass(frozen=True)
 class SpmmDwSpec:
     cin: int  # the 1x1's input channels
@@ -69,6 +75,7 @@ class SpmmDwSpec:
     index_stride: int  # elements per input channel folded into channel_index
     clamp: tuple[float, float] | None  # the 1x1's epilogue
     dw: DepthwiseS1Spec | DepthwiseS2Spec  # channels, height and width: the 1x1's output
+    row_registers: int = 0  # rows of at most this many vectors add one nonzero at a time (see ``fill``)
 
     @property
     def variant(self) -> str:
@@ -130,16 +137,29 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
             for i in T.vectorized(vw):
                 r.S.Row[x0 + q * vw + i] = clamp_value(r.S.Row[x0 + q * vw + i], spec.clamp)
 
+    # A row whose vectors fit the target's registers (descriptor tiles.spmm_dwconv_row_registers) stays in them
+    # over its nonzeros: one FMA per vector and nonzero. Pairs of nonzeros take four more registers (two
+    # broadcasts, two products) and a row that no longer fits spills: on AVX2 MobileNetV2-p85's 112-pixel rows (14
+    # vectors) spilled two accumulators per pair; one at a time its 16->96 @112 with the stride-2 depthwise conv
+    # took 0.830 -> 0.814 ms, 24->144 @56 (stride 2) 0.389 -> 0.372, @56 (stride 1) 0.582 -> 0.580 (4 alternating
+    # per-kernel profiles). Rows past the registers anyway (SIMD128: 28 vectors) keep the pairs, which halve the
+    # accumulators' round trips through memory.
+    single = sum(n for _, n, _ in pieces) <= spec.row_registers
+
     @T.macro
     def fill(S, R, g):
         # row h of the 1x1's output channel c (row g of the whole tensor) into S.Row, then into its ring slot
         c = T.floordiv(g, H)
         h = T.floormod(g, H)
         each_piece(init, pieces, PointwiseRow(S, c, h, 0))
-        for jj in range((S.Ptr[c + 1] - S.Ptr[c]) // 2):
-            each_piece(update2, pieces, PointwiseRow(S, c, h, S.Ptr[c] + 2 * jj))
-        if (S.Ptr[c + 1] - S.Ptr[c]) % 2 == 1:
-            each_piece(update1, pieces, PointwiseRow(S, c, h, S.Ptr[c + 1] - 1))
+        if single:
+            for j in range(S.Ptr[c], S.Ptr[c + 1]):
+                each_piece(update1, pieces, PointwiseRow(S, c, h, j))
+        else:
+            for jj in range((S.Ptr[c + 1] - S.Ptr[c]) // 2):
+                each_piece(update2, pieces, PointwiseRow(S, c, h, S.Ptr[c] + 2 * jj))
+            if (S.Ptr[c + 1] - S.Ptr[c]) % 2 == 1:
+                each_piece(update1, pieces, PointwiseRow(S, c, h, S.Ptr[c + 1] - 1))
         if clamped:
             each_piece(clamp, pieces, PointwiseRow(S, c, h, 0))
         place(S.Row, 0, R, g)
@@ -180,4 +200,4 @@ Source = namedtuple("Source", "Xf Wv Ptr Idx Row")  # the 1x1's input and packed
 PointwiseRow = namedtuple("PointwiseRow", "S c h j")  # row h of the 1x1's output channel c; j: a nonzero
 
 
-__all__ = ["SpmmDwSpec", "fusion_pays", "make_spmm_dwconv_kernel"]
+__all__ = ["SpmmDwSpec", "fusion_pays", "make_spmm_dwconv_kernel", "row_registers_for"]

@@ -49,7 +49,8 @@ def reference(x, w1, b1, clamp1, wd, bd, stride, clamp2):
     return y[None].astype(np.float32)
 
 
-def run(cin, c, h, w, stride=1, k=3, sparsity=0.7, clamp1=RELU6, clamp2=RELU6, threads=1, lanes=None):
+def run(cin, c, h, w, stride=1, k=3, sparsity=0.7, clamp1=RELU6, clamp2=RELU6, threads=1, lanes=None,
+        row_registers=0):
     lanes = lanes or HOST.vector_lanes_f32
     spec_of = DepthwiseS1Spec if stride == 1 else DepthwiseS2Spec
     dw = spec_of(c, h, w, k, k // 2, lanes, clamp2, threads)
@@ -63,7 +64,7 @@ def run(cin, c, h, w, stride=1, k=3, sparsity=0.7, clamp1=RELU6, clamp2=RELU6, t
     bd = rng.standard_normal(c).astype(np.float32)
     packed = pack_spmm_weights(w1, b1, block=1, stride=compact_stride(cin, h * w))
     spec = SpmmDwSpec(cin, int(packed.values.size), int(packed.channel_index.size), packed.index_dtype,
-                      packed.stride, clamp1, dw)
+                      packed.stride, clamp1, dw, row_registers)
     assert spec.supported() is None, spec.supported()
     ex = tvm.compile(tvm.IRModule({"k": make_spmm_dwconv_kernel(spec, "k")}), target=HOST.tvm_target())
     want = reference(x, w1, b1, clamp1, wd, bd, stride, clamp2)
@@ -104,6 +105,21 @@ def test_epilogues(clamps):
 def test_other_vector_widths(lanes):
     for stride in (1, 2):
         run(3, 5, 5, 33 * stride, stride, lanes=lanes)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.7, 0.95])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("w", [9, 16, 56])
+def test_rows_in_registers_add_one_nonzero_at_a_time(w, stride, sparsity):
+    """Rows within the descriptor's register budget (every row here: 64 vectors) take the one-at-a-time loop."""
+    run(7, 6, 5, w * stride, stride, sparsity=sparsity, row_registers=64)
+
+
+def test_row_registers_by_the_descriptor():
+    from edgesparse.kernels.spmm_dwconv import row_registers_for
+
+    assert row_registers_for(HOST) == 14  # AVX2: 16 ymm, a 112-pixel row and its broadcast weight
+    assert row_registers_for(get_target("wasm32")) == 0  # unmeasured: pairs
 
 
 @pytest.mark.parametrize("threads", [2, 3])

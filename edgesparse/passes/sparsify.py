@@ -48,7 +48,7 @@ from edgesparse.kernels.spmm import (
     spmm_tiling_for,
 )
 
-from edgesparse.kernels.spmm_dwconv import SpmmDwSpec, fusion_pays, make_spmm_dwconv_kernel
+from edgesparse.kernels.spmm_dwconv import SpmmDwSpec, fusion_pays, make_spmm_dwconv_kernel, row_registers_for
 from edgesparse.kernels.stride1 import DepthwiseS1Spec
 from edgesparse.kernels.stride2 import DepthwiseS2Spec
 
@@ -330,7 +330,8 @@ class _SparsifyRewriter(ChainRewriter):
         cin = layer.w.shape[1]
         packed = pack_spmm_weights(layer.w, layer.bias, block=1, stride=compact_stride(cin, d.pixels))
         spec = SpmmDwSpec(cin, int(packed.values.size), int(packed.channel_index.size), packed.index_dtype,
-                          packed.stride, layer.clamp, dw.spec)
+                          packed.stride, layer.clamp, dw.spec,
+                          row_registers_for(self.target))
         gvar = self.add_kernel(make_spmm_dwconv_kernel(spec), spec.variant)
         d.kernel, d.variant = gvar.name_hint, spec.variant
         d.index_dtype, d.chunks, d.packed_bytes = packed.index_dtype, packed.n_chunks, packed.nbytes
