@@ -75,6 +75,7 @@ class RowWalk:
     slot: int  # floats per ring slot
     cuts: tuple[int, int]  # input rows [0, a) top, [a, b) interior, [b, H) bottom
     zero_ring: bool  # zero the ring once (its slots' borders are the padding and are never written)
+    row_at: int | None = None  # where a slot's copy of its row starts, when a row is placed as it is (stride 1)
 
 
 Row = namedtuple("Row", "Yf Wl B R c h")  # what an input row's groups update

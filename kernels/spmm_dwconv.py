@@ -5,9 +5,13 @@ In MobileNets every expansion 1x1 conv feeds only a depthwise conv. Run apart, t
 112 x 112 floats in MobileNetV2's second block: 4.8 MB, past L2) and the depthwise conv reads it back. Here the
 depthwise template's walk - channel by channel, input row by input row, ``AHEAD`` rows early - asks ``fill`` for
 row h of channel c, and ``fill`` computes it: bias, the 1x1's nonzeros of output channel c (block-1 packed
-weights, kernels/spmm/pack.py) times row h of each of their input channels, clamp; then the row goes into its
-ring slot as the depthwise template puts a read row there (a copy between zero borders at stride 1, a
-de-interleave at stride 2). The 1x1's output never exists. The SpMM's activations are read per output channel
+weights, kernels/spmm/pack.py) times row h of each of their input channels, clamp. At stride 1 the row is
+computed in its ring slot, between the zero borders the depthwise template copies a read row between; at stride
+2 it is computed into a row buffer and de-interleaved into its slot. The 1x1's output never exists. (Computing
+the stride-1 row in place of a buffer and a copy: MobileNetV2-p85's 24->144 @56, kernel alone, 1.011-1.038x in
+three alternating runs of 31; at stride 2 the de-interleave's shuffles are 9-10% of the kernel: 16->96 @112
+0.786 -> 0.705 ms and 24->144 @56 0.347 -> 0.317 without them, which only inputs stored de-interleaved by the
+kernel before would save.) The SpMM's activations are read per output channel
 instead of per pixel tile (a row of each nonzero's input channel, from L2 rather than L1); the gain is the
 intermediate tensor's write and read.
 
@@ -112,13 +116,13 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     def init(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.S.Row[x0 + q * vw + i] = r.S.Wv[r.c]
+                r.Row[r.at + x0 + q * vw + i] = r.S.Wv[r.c]
 
     @T.macro
     def update1(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.S.Row[x0 + q * vw + i] = r.S.Row[x0 + q * vw + i] + r.S.Wv[C + r.j] * r.S.Xf[
+                r.Row[r.at + x0 + q * vw + i] = r.Row[r.at + x0 + q * vw + i] + r.S.Wv[C + r.j] * r.S.Xf[
                     scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
 
     @T.macro
@@ -126,7 +130,7 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
         # two nonzeros summed before they reach the accumulator (as the SpMM template does)
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.S.Row[x0 + q * vw + i] = r.S.Row[x0 + q * vw + i] + (
+                r.Row[r.at + x0 + q * vw + i] = r.Row[r.at + x0 + q * vw + i] + (
                     r.S.Wv[C + r.j] * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
                     + r.S.Wv[C + r.j + 1]
                     * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j + 1]) + r.h * W + x0 + q * vw + i])
@@ -135,7 +139,7 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     def clamp(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.S.Row[x0 + q * vw + i] = clamp_value(r.S.Row[x0 + q * vw + i], spec.clamp)
+                r.Row[r.at + x0 + q * vw + i] = clamp_value(r.Row[r.at + x0 + q * vw + i], spec.clamp)
 
     # A row whose vectors fit the target's registers (descriptor tiles.spmm_dwconv_row_registers) stays in them
     # over its nonzeros: one FMA per vector and nonzero. Pairs of nonzeros take four more registers (two
@@ -146,23 +150,35 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     # accumulators' round trips through memory.
     single = sum(n for _, n, _ in pieces) <= spec.row_registers
 
+    # A stride-1 slot holds its row as computed (between zero borders): the row is computed there (module doc). A
+    # stride-2 slot holds it de-interleaved: computed into S.Row, then placed.
+    direct = walk.row_at is not None
+
     @T.macro
-    def fill(S, R, g):
-        # row h of the 1x1's output channel c (row g of the whole tensor) into S.Row, then into its ring slot
-        c = T.floordiv(g, H)
-        h = T.floormod(g, H)
-        each_piece(init, pieces, PointwiseRow(S, c, h, 0))
+    def compute_row(S, Row, at, c, h):
+        # row h of the 1x1's output channel c into Row[at : at + W]
+        each_piece(init, pieces, PointwiseRow(S, Row, at, c, h, 0))
         if single:
-            for j in range(S.Ptr[c], S.Ptr[c + 1]):
-                each_piece(update1, pieces, PointwiseRow(S, c, h, j))
+            # from 0: range(S.Ptr[c], S.Ptr[c + 1]) gave wrong sums once c was an expression (TVM 0.27 lowering,
+            # as the SpMM template's chunk loop)
+            for jj in range(S.Ptr[c + 1] - S.Ptr[c]):
+                each_piece(update1, pieces, PointwiseRow(S, Row, at, c, h, S.Ptr[c] + jj))
         else:
             for jj in range((S.Ptr[c + 1] - S.Ptr[c]) // 2):
-                each_piece(update2, pieces, PointwiseRow(S, c, h, S.Ptr[c] + 2 * jj))
+                each_piece(update2, pieces, PointwiseRow(S, Row, at, c, h, S.Ptr[c] + 2 * jj))
             if (S.Ptr[c + 1] - S.Ptr[c]) % 2 == 1:
-                each_piece(update1, pieces, PointwiseRow(S, c, h, S.Ptr[c + 1] - 1))
+                each_piece(update1, pieces, PointwiseRow(S, Row, at, c, h, S.Ptr[c + 1] - 1))
         if clamped:
-            each_piece(clamp, pieces, PointwiseRow(S, c, h, 0))
-        place(S.Row, 0, R, g)
+            each_piece(clamp, pieces, PointwiseRow(S, Row, at, c, h, 0))
+
+    @T.macro
+    def fill(S, R, g):
+        # row g of the whole tensor (row h of the 1x1's output channel c) into its ring slot
+        if direct:
+            compute_row(S, R, T.floormod(g, RING) * walk.slot + walk.row_at, T.floordiv(g, H), T.floormod(g, H))
+        else:
+            compute_row(S, S.Row, 0, T.floordiv(g, H), T.floormod(g, H))
+            place(S.Row, 0, R, g)
 
     channels = row_walk_channels(walk, fill, tap_at)
 
@@ -184,20 +200,29 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
             for t in T.parallel(tasks):
                 Rp = T.decl_buffer((ring,), "float32")
                 Wlp = T.decl_buffer((k * k,), "float32", scope="local")
-                Rowp = T.decl_buffer((W,), "float32")
-                channels(Source(Xf, Wv, Ptr, Idx, Rowp), Wf, B, Yf, Rp, Wlp, t * per_task,
-                         T.min(C, t * per_task + per_task))
+                if direct:  # rows are computed in the ring: no row buffer
+                    channels(Source(Xf, Wv, Ptr, Idx, Rp), Wf, B, Yf, Rp, Wlp, t * per_task,
+                             T.min(C, t * per_task + per_task))
+                else:
+                    Rowp = T.decl_buffer((W,), "float32")
+                    channels(Source(Xf, Wv, Ptr, Idx, Rowp), Wf, B, Yf, Rp, Wlp, t * per_task,
+                             T.min(C, t * per_task + per_task))
         else:
             R = T.decl_buffer((ring,), "float32")
             Wl = T.decl_buffer((k * k,), "float32", scope="local")
-            Row = T.decl_buffer((W,), "float32")
-            channels(Source(Xf, Wv, Ptr, Idx, Row), Wf, B, Yf, R, Wl, 0, C)
+            if direct:
+                channels(Source(Xf, Wv, Ptr, Idx, R), Wf, B, Yf, R, Wl, 0, C)
+            else:
+                Row = T.decl_buffer((W,), "float32")
+                channels(Source(Xf, Wv, Ptr, Idx, Row), Wf, B, Yf, R, Wl, 0, C)
 
     return spmm_dwconv.with_attr("global_symbol", name or spec.variant)
 
 
 Source = namedtuple("Source", "Xf Wv Ptr Idx Row")  # the 1x1's input and packed weights, and its row buffer
-PointwiseRow = namedtuple("PointwiseRow", "S c h j")  # row h of the 1x1's output channel c; j: a nonzero
+# (stride 2; unused at stride 1)
+PointwiseRow = namedtuple("PointwiseRow", "S Row at c h j")  # row h of the 1x1's output channel c, computed into
+# Row[at:]; j: a nonzero
 
 
 __all__ = ["SpmmDwSpec", "fusion_pays", "make_spmm_dwconv_kernel", "row_registers_for"]

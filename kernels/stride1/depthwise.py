@@ -108,7 +108,7 @@ def row_walk_of(spec: DepthwiseS1Spec):
 
     top = min(p, H)
     walk = RowWalk(spec.channels, H, W, H, W, spec.kernel, p, 1, lanes, spec.clamp, spec.threads, slot,
-                   (top, max(top, H - p)), zero_ring=True)
+                   (top, max(top, H - p)), zero_ring=True, row_at=lead)
     return walk, place, lambda rx, x: lead + x + rx - p
 
 
