@@ -40,8 +40,8 @@ def reference(x, w, b, k, pad, clamp, depthwise=True):
     return y[None].astype(np.float32)
 
 
-def run(c, h, w, k, clamp=None, threads=1, target=HOST):
-    spec = DepthwiseS2Spec(c, h, w, k, k // 2, target.vector_lanes_f32, clamp, threads)
+def run(c, h, w, k, clamp=None, threads=1, target=HOST, deinterleave_lanes=0):
+    spec = DepthwiseS2Spec(c, h, w, k, k // 2, target.vector_lanes_f32, clamp, threads, deinterleave_lanes)
     ex = tvm.compile(tvm.IRModule({"k": make_depthwise_s2_kernel(spec, "k")}), target=target.tvm_target())
     rng = np.random.default_rng(c * 1000 + h * 10 + w)
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
@@ -68,6 +68,16 @@ def test_plane_heights(h, w, k):
     """Both walks (8 -> 4 outputs: plane; 20 -> 10: rows, on 8 lanes), planes whose top and bottom rows overlap."""
     spec = run(2, h, w, k, clamp=(0.0, 6.0))
     assert spec.walk == ("rows" if spec.out_width >= HOST.vector_lanes_f32 else "plane")
+
+
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("w", [4, 6, 14, 16, 28, 34, 112])
+def test_rows_de_interleaved_in_narrower_vectors(w, split):
+    """The descriptor's deinterleave_lanes (x86_64: 4 of 8): both walks and the first-layer conv, rows whose
+    halves are under, at and past the narrower vector (the last vector moved back), named by it."""
+    spec = run(3, 5, w, 3, clamp=(0.0, 6.0), deinterleave_lanes=split)
+    assert spec.rows.lanes == split and spec.variant.endswith(f"d{split}_relu6")
+    run_conv(3, 8, 5, w, 3, clamp=(0.0, 6.0), deinterleave_lanes=split)
 
 
 @pytest.mark.parametrize("epilogue", list(CLAMPS))
@@ -97,8 +107,8 @@ def test_unsupported_shapes_are_refused():
     assert DepthwiseS2Spec(4, 8, 8, 5, 2, 8).supported() is None
 
 
-def run_conv(cin, cout, h, w, k, clamp=None, threads=1, acc=12, target=HOST):
-    spec = ConvS2Spec(cin, cout, h, w, k, k // 2, target.vector_lanes_f32, acc, clamp, threads)
+def run_conv(cin, cout, h, w, k, clamp=None, threads=1, acc=12, target=HOST, deinterleave_lanes=0):
+    spec = ConvS2Spec(cin, cout, h, w, k, k // 2, target.vector_lanes_f32, acc, clamp, threads, deinterleave_lanes)
     ex = tvm.compile(tvm.IRModule({"k": make_conv_s2_kernel(spec, "k")}), target=target.tvm_target())
     rng = np.random.default_rng(cin * 1000 + cout * 100 + w)
     x = rng.standard_normal((1, cin, h, w)).astype(np.float32)
@@ -140,11 +150,12 @@ def test_conv_mobilenet_first_layer_on_avx512_descriptor():
 
 def test_compile_routes_stride2_depthwise_to_the_template(tmp_path):
     """Through compile: a depthwise 3x3 s2 conv + bias + Clip runs the template (fused into one call), and so does
-    a 3-channel 3x3 s2 conv; the depthwise conv on an odd-width input, and the one whose output rows are under
-    half a vector (3 on 8 lanes), stay with the window schedule; all equal ONNX Runtime."""
+    a 3-channel 3x3 s2 conv, both with the x86_64 descriptor's 4-lane de-interleave; the depthwise conv on an
+    odd-width input, and the one whose output rows are under half a vector (3 on 8 lanes), stay with the window
+    schedule; all equal ONNX Runtime."""
     rng = np.random.default_rng(0)
-    for width, routed, group in ((24, "f32_dwconv3x3s2_rows8_relu6", True), (21, None, True), (6, None, True),
-                                 (24, "f32_conv3x3s2_8x8_relu6", False)):
+    for width, routed, group in ((24, "f32_dwconv3x3s2_rows8d4_relu6", True), (21, None, True), (6, None, True),
+                                 (24, "f32_conv3x3s2_8x8d4_relu6", False)):
         c = 8 if group else 3
         weights = {"w": rng.standard_normal((8, 1 if group else c, 3, 3)).astype(np.float32),
                    "b": rng.standard_normal(8).astype(np.float32), **clip_bounds()}

@@ -40,6 +40,7 @@ class ConvS2Spec(StrideTwoShape):
     acc_registers: int  # vector accumulators the tile may use
     clamp: tuple[float, float] | None = None
     threads: int = 1
+    deinterleave_lanes: int = 0  # lanes of the row de-interleave's vectors (rows.py; 0: lanes)
 
     @property
     def tile(self) -> tuple[int, int]:
@@ -55,7 +56,8 @@ class ConvS2Spec(StrideTwoShape):
     def variant(self) -> str:
         k = self.kernel
         mr, nv = self.tile
-        return f"f32_conv{k}x{k}s2_{mr}x{nv * self.lanes}_{epilogue_name(self.clamp)}"
+        split = f"d{self.deinterleave_lanes}" if self.deinterleave_lanes not in (0, self.lanes) else ""
+        return f"f32_conv{k}x{k}s2_{mr}x{nv * self.lanes}{split}_{epilogue_name(self.clamp)}"
 
     def row_parts(self) -> list[tuple[int, int, int]]:
         """The output row as parts (start, vectors, lanes) of at most NV vectors each."""

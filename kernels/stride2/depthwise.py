@@ -47,6 +47,7 @@ class DepthwiseS2Spec(StrideTwoShape):
     lanes: int  # f32 lanes of the target's vectors
     clamp: tuple[float, float] | None = None
     threads: int = 1
+    deinterleave_lanes: int = 0  # lanes of the row de-interleave's vectors (rows.py; 0: lanes)
     stride: ClassVar[int] = 2
 
     @property
@@ -57,7 +58,8 @@ class DepthwiseS2Spec(StrideTwoShape):
     @property
     def variant(self) -> str:
         k, lanes = self.kernel, vector_lanes(self.out_width, self.lanes)
-        return f"f32_dwconv{k}x{k}s2_{self.walk}{lanes}_{epilogue_name(self.clamp)}"
+        split = f"d{self.deinterleave_lanes}" if self.deinterleave_lanes not in (0, self.lanes) else ""
+        return f"f32_dwconv{k}x{k}s2_{self.walk}{lanes}{split}_{epilogue_name(self.clamp)}"
 
     def supported(self) -> str | None:
         """Why the template cannot compute this layer, or None."""

@@ -4,7 +4,12 @@ Why: a stride-2 tap reads every other input pixel, which TVM vectorises into per
 row as whole vectors of 2L floats and splitting each into its even and odd halves with two ``T.Shuffle``s
 (vpermt2ps on AVX-512, uzp1/uzp2 on NEON, i8x16.shuffle on SIMD128) makes every tap a contiguous vector load.
 The last vector of a row is moved back to end at the row's end (it rewrites a few values and never reads
-outside the row).
+outside the row). L is the target's vector width, or the narrower ``deinterleave_lanes`` of its descriptor
+(``tiles.deinterleave_lanes``, carried by the specs): on the Zen 1 host a 256-bit even/odd split crosses the
+128-bit halves (vshufps + vpermpd, the latter several uops there), two 128-bit splits do not. Measured alone
+there (x86_64, ms, 8 -> 4 lanes): depthwise 64x112x112 0.350 -> 0.331, 128x56x56 0.156 -> 0.137, 192x28x28
+0.066 -> 0.066; fused with the sparse 1x1 before it (kernels/spmm_dwconv.py) MobileNetV2-p85's 16->96 @112
+0.819 -> 0.782, 24->144 @56 0.339 -> 0.318; the 3->32 first layer 0.728 -> 0.727.
 
 A de-interleaved row holds ``left`` zero columns, the n = W/2 even (or odd) inputs, ``right`` zero columns:
 the padding. Output x, tap rx (padding ``pad`` each side) reads input column 2x + rx - pad, i.e. parity
@@ -68,7 +73,8 @@ class RowGeometry:
 
 class StrideTwoShape:
     """What the stride-2 specs (depthwise.py, conv.py) share, read from their ``height``, ``width``, ``kernel``,
-    ``pad`` and ``lanes`` fields: the output size, the row geometry, and whether its rows can be de-interleaved."""
+    ``pad``, ``lanes`` and ``deinterleave_lanes`` fields: the output size, the row geometry, and whether its rows
+    can be de-interleaved."""
 
     @property
     def out_height(self) -> int:
@@ -80,7 +86,7 @@ class StrideTwoShape:
 
     @property
     def rows(self) -> RowGeometry:
-        return RowGeometry(self.width, self.pad, self.lanes)
+        return RowGeometry(self.width, self.pad, self.deinterleave_lanes or self.lanes)
 
     def rows_unsupported(self) -> str | None:
         """Why the input rows cannot be de-interleaved into half-width output rows, or None."""
