@@ -34,6 +34,11 @@ from .spmm.template import clamp_value
 
 AHEAD = 3  # rows between the copy of a row into the ring and its use
 RING = 4  # ring slots: AHEAD + the row in use
+# Planes of at most this many input rows have their row loops unrolled, so that LLVM sees which output rows an
+# input row updates and keeps more of them in registers between rows. Measured alone on the Zen 1 host (x86_64,
+# 3x3, ms): 576x14x14 0.125 -> 0.120, 384x14x14 0.084 -> 0.080, 512x14x14 0.111 -> 0.106; 28-row planes lose
+# (192x28x28 0.118 -> 0.156 unrolled).
+UNROLL_ROWS = 16
 
 
 def vload(buf, start, lanes):
@@ -95,6 +100,7 @@ def row_walk_channels(walk: RowWalk, fill, tap_at):
     pieces = tile_pieces(Wo, walk.lanes)
     slot, ring = walk.slot, RING * walk.slot
     top, interior_end = walk.cuts
+    loop = T.unroll if H <= UNROLL_ROWS else T.serial
 
     def taps(Wl, R, c, h, ry, x, vw):
         t = None
@@ -153,12 +159,12 @@ def row_walk_channels(walk: RowWalk, fill, tap_at):
         for c in range(c0, c1):
             for i in T.unroll(k * k):
                 Wl[i] = Wf[c * k * k + i]
-            for h in range(top):
+            for h in loop(top):
                 input_row(S, Wl, B, Yf, R, c, h, c1)
-            for h in range(top, interior_end):
-                input_row(S, Wl, B, Yf, R, c, h, c1)
-            for h in range(interior_end, H):
-                input_row(S, Wl, B, Yf, R, c, h, c1)
+            for hh in loop(interior_end - top):
+                input_row(S, Wl, B, Yf, R, c, top + hh, c1)
+            for hh in loop(H - interior_end):
+                input_row(S, Wl, B, Yf, R, c, interior_end + hh, c1)
 
     return channels
 
