@@ -188,9 +188,10 @@ def main(argv=None):
             want = want.astype(np.float32)
 
             block = choose_block(w)
-            tiling = spmm_tiling_for(desc, npix, block, cin, stored_weights(w, block) / cout)
+            reuse = np.count_nonzero(w) / cin
+            tiling = spmm_tiling_for(desc, npix, block, cin, stored_weights(w, block) / cout, reuse=reuse)
             mr = tiling.mr
-            pack_tile = spmm_pack_tile_for(desc, npix)
+            pack_tile = spmm_pack_tile_for(desc, npix, reuse)
             # packed as the sparsify pass packs it (kernels/spmm/config.py): offsets into the tile the kernel reads
             lanes, acc = desc.vector_lanes_f32, spmm_acc_registers_for(desc)
             stride = tiling.row_floats if pack_tile else npix

@@ -371,6 +371,40 @@ def test_prefetch_rule_from_descriptor():
     assert not spmm_prefetch_for(plain, 32, 64, 112 * 112)
 
 
+def test_pack_rule_reads_aligned_rows_with_few_readers_in_place():
+    """x86_64's spmm_pack_min_reuse: a layer whose channel rows start on cache lines and are read by fewer than 5
+    output rows each reads its tiles in place; other layers copy them."""
+    from edgesparse.kernels.spmm import spmm_pack_tile_for
+
+    assert HOST.tiles["spmm_pack_min_reuse"] == 5
+    assert not spmm_pack_tile_for(HOST, 112 * 112, 2.4)  # MobileNetV2-p85's 32->16
+    assert spmm_pack_tile_for(HOST, 112 * 112, 6.4)
+    assert spmm_pack_tile_for(HOST, 14 * 14, 2.4)  # rows off cache lines: copied however few read them
+    assert spmm_pack_tile_for(HOST, 56 * 56)  # no reuse given: copied
+
+
+def test_in_place_layer_in_a_model_matches_onnxruntime(tmp_path):
+    """Through compile: a 32 -> 8 sparse 1x1 at 112x112 (1.2 readers per input row, 1.6 MB in: read in place, the
+    next tile prefetched) and the 8 -> 32 one after it (copied), against ONNX Runtime."""
+    from onnx import helper
+
+    from edgesparse.compiler import compile as compile_model
+    from edgesparse.harness.verify import verify
+
+    from conftest import save_graph
+
+    rng = np.random.default_rng(5)
+    w1, w2 = random_sparse(rng, 8, 32, 0.85), random_sparse(rng, 32, 8, 0.3)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"]), helper.make_node("Conv", ["h", "w2", "b2"], ["y"])]
+    weights = {"w1": w1[:, :, None, None], "b1": rng.standard_normal(8).astype(np.float32),
+               "w2": w2[:, :, None, None], "b2": rng.standard_normal(32).astype(np.float32)}
+    path = save_graph(tmp_path / "proj.onnx", nodes, {"x": [1, 32, 112, 112]}, {"y": [1, 32, 112, 112]}, weights)
+    res = compile_model(path, "x86_64", tmp_path / "proj", sparse="on", tuned=False)
+    assert [layer["kind"] for layer in res.manifest["layers"]] == ["f32_spmm_64x1_linear_prfm"] * 2
+    rep = verify(path, res.out_dir)
+    assert rep.ok and rep.worst < 1e-5, rep.outputs
+
+
 @pytest.mark.parametrize("unroll", [1, 2, 4])
 @pytest.mark.parametrize("block", [1, 4])
 def test_nonzero_unroll(unroll, block):

@@ -293,10 +293,11 @@ class _SparsifyRewriter(ChainRewriter):
         if layer.depthwise is not None:
             return self._fused_replacement(binding, layer)
         d = layer.decision
+        reuse = float(np.count_nonzero(layer.w)) / layer.w.shape[1]  # output rows reading each input row
         tiling = spmm_tiling_for(self.target, d.pixels, d.block, layer.w.shape[1],
-                                 stored_weights(layer.w, d.block) / layer.w.shape[0], self.threads)
+                                 stored_weights(layer.w, d.block) / layer.w.shape[0], self.threads, reuse)
         mr, chunk = tiling.mr, tiling.chunk
-        pack_tile = spmm_pack_tile_for(self.target, d.pixels)
+        pack_tile = spmm_pack_tile_for(self.target, d.pixels, reuse)
         lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
         stride = tiling.row_floats if pack_tile else d.pixels

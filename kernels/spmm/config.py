@@ -30,6 +30,7 @@ Descriptor keys read (``[tiles]`` of ``targets/<name>.toml``):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 DEFAULT_MR = 32
@@ -63,10 +64,23 @@ def spmm_mr_for(target, block: int = 1, key: str = "spmm_mr") -> int:
     return max(1, min(mr, cap))
 
 
-def spmm_pack_tile_for(target, pixels: int) -> bool:
-    """Whether the kernel of a layer with ``pixels`` output pixels copies its activation tiles (descriptor
-    ``tiles.spmm_pack_tile``); never for fewer pixels than one vector (a fully-connected layer: nothing to align)."""
-    return bool(target.tiles.get("spmm_pack_tile", False)) and pixels >= target.vector_lanes_f32
+def spmm_pack_tile_for(target, pixels: int, reuse: float = math.inf) -> bool:
+    """Whether the kernel of a layer with ``pixels`` output pixels, ``reuse`` nonzeros per input channel (the
+    output rows that read each row of the tile), copies its activation tiles (descriptor ``tiles.spmm_pack_tile``);
+    never for fewer pixels than one vector (a fully-connected layer: nothing to align).
+
+    A layer whose channel rows start on cache lines (``pixels`` a multiple of 16) and whose tile rows are read by
+    fewer than ``tiles.spmm_pack_min_reuse`` output rows reads them in place: the copy costs a store per
+    activation (one 128-bit store a cycle on the Zen 1 host) that so few reads do not repay. Measured there in
+    MobileNetV2-p85 (6 alternating per-kernel profiles, ms, copied -> in place, with the next tile's rows
+    prefetched where the kernel prefetches), every layer in place: 32->16 @112 (reuse 2.4) 0.191 -> 0.166, 96->24
+    @56 (3.6) 0.165 -> 0.151, 144->32 @28 (4.8) 0.073 -> 0.068, 144->24 @56 (3.6, a residual) 0.254 -> 0.259,
+    192->32 @28 (4.8) 0.097 -> 0.098 and 0.102 -> 0.100; layers of higher reuse lost 1-4% and 14x14 / 7x7 ones (rows
+    off cache lines) 3-15%. With this rule at 5, 6 more profiles: 0.190 -> 0.177, 0.170 -> 0.160, 0.074 -> 0.070,
+    and the 144->24 @56 0.258 -> 0.267 (kept: a rule fitted to its one loss would be fitted to noise)."""
+    if not target.tiles.get("spmm_pack_tile", False) or pixels < target.vector_lanes_f32:
+        return False
+    return bool(pixels % 16 != 0 or reuse >= float(target.tiles.get("spmm_pack_min_reuse", 0)))
 
 
 def spmm_prefetch_for(target, cin: int, cout: int, pixels: int, threads: int = 1) -> bool:
@@ -92,12 +106,13 @@ def spmm_plan_for(target, pixels: int, block: int, mr: int, threads: int = 1):
                       spmm_join_registers_for(target))
 
 
-def spmm_tile_row_floats(target, pixels: int, block: int, mr: int, threads: int = 1) -> int:
+def spmm_tile_row_floats(target, pixels: int, block: int, mr: int, threads: int = 1,
+                         reuse: float = math.inf) -> int:
     """Floats per input-channel row of the activation tile the kernel of a ``pixels``-pixel layer with blocks of
     ``block`` and tiles of ``mr`` gathers from: the packed scratch tile's row stride (what the packed weights'
     offsets count in), or the widest tile when it reads ``X`` directly."""
     plan = spmm_plan_for(target, pixels, block, mr, threads)
-    if spmm_pack_tile_for(target, pixels):
+    if spmm_pack_tile_for(target, pixels, reuse):
         return plan.row_stride(target.vector_lanes_f32)
     return plan.widest
 
@@ -142,8 +157,9 @@ class SpmmTiling(NamedTuple):
 
 
 def spmm_tiling_for(target, pixels: int, block: int, cin: int, stored_per_row: float,
-                    threads: int = 1) -> SpmmTiling:
-    """MR, tile row and chunk of a layer (``stored_per_row`` as in ``spmm_chunk_for``).
+                    threads: int = 1, reuse: float = math.inf) -> SpmmTiling:
+    """MR, tile row and chunk of a layer (``stored_per_row`` as in ``spmm_chunk_for``, ``reuse`` as in
+    ``spmm_pack_tile_for``).
 
     A wider tile halves the index and weight loads each nonzero costs per pixel (one pair per pass), so the
     descriptor's ``spmm_mr_wide`` is taken when the wide tile's activations stay L1 hits: when the whole tile
@@ -158,9 +174,9 @@ def spmm_tiling_for(target, pixels: int, block: int, cin: int, stored_per_row: f
     wide = spmm_mr_for(target, block, "spmm_mr_wide")
     budget = target.tiles.get("spmm_l1_bytes")
     if wide > base and budget is not None:
-        row = spmm_tile_row_floats(target, pixels, block, wide, threads)
+        row = spmm_tile_row_floats(target, pixels, block, wide, threads, reuse)
         chunk = spmm_chunk_for(target, row, cin, stored_per_row)
         if chunk < cin or 4 * row * cin <= int(budget):
             return SpmmTiling(wide, row, chunk)
-    row = spmm_tile_row_floats(target, pixels, block, base, threads)
+    row = spmm_tile_row_floats(target, pixels, block, base, threads, reuse)
     return SpmmTiling(base, row, spmm_chunk_for(target, row, cin, stored_per_row))

@@ -40,7 +40,8 @@ Signature of every variant (arguments in this order, see ``pack.py`` for the for
 ``x`` (input, any shape holding Cin*P floats, CHW), ``values`` f32, ``segment_ptr`` i32, ``channel_index`` i16/i32,
 ``y`` (output, any shape holding Cout*P floats).
 With ``prefetch`` (variant suffix ``_prfm``) each serial tile prefetches the next tile's rows: its activations as
-the copy into the scratch tile reads the current ones, and each block's output rows before the block's nonzeros
+the copy into the scratch tile reads the current ones (read in place: all of them as the tile starts), and each
+block's output rows before the block's nonzeros
 (kernels/spmm/config.py ``spmm_prefetch_for`` says when and why).
 With ``residual`` (variant ``f32_spmm_<MR>x<block>_add_<epilogue>``) a tensor of the output's shape comes before
 ``y`` and is added at the last chunk, before the clamp: a skip connection's Add (MobileNetV2's 10, measured in
@@ -369,6 +370,11 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         # is read by all blocks while it is in L1; accumulators go back to Y between chunks. The first and the
         # last chunk are peeled off the loop so that "first" (bias) and "last" (clamp) are constants: inside a
         # loop they were tests on c, and the bias and the clamp went through Y in passes of their own.
+        if prefetch and not pack:
+            # in place: the next tile's activation rows, one tile ahead
+            for ch in range(cin):
+                for ln in T.unroll(pf_lines):
+                    T.evaluate(prefetch_line(Xf, ch * npix + p0 + mr + ln * 16, cin * npix - 1, write=False))
         chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, 0, True, n_chunks == 1, p0, pieces)
         if n_chunks > 2:
             # from 0: written as range(1, n_chunks - 1) this loop gave wrong sums after TVM 0.27 lowered it
