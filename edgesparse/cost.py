@@ -110,7 +110,7 @@ def sparse_terms(layer: LayerShape, target, threads: int = 1) -> np.ndarray:
     from edgesparse.kernels.spmm import spmm_tiling_for
 
     tiling = spmm_tiling_for(target, layer.pixels, layer.block, layer.cin, layer.stored_weights / layer.cout,
-                             threads)
+                             threads, reuse=layer.nonzeros / layer.cin)  # the kernel's tiling, as sparsify takes it
     walk = tile_walk(target, layer.pixels, layer.block, tiling.mr, threads)
     weight_vectors = layer.stored_weights * walk.vectors
     n_chunks = -(-layer.cin // tiling.chunk)

@@ -61,21 +61,20 @@ def conv_spec(value, target, threads) -> DepthwiseS1Spec | DepthwiseS2Spec | Con
         return None
     c, k, pad = x_shape[1], int(w.shape[2]), pads.pop()
     lanes = target.vector_lanes_f32
+    split = int(target.tiles.get("deinterleave_lanes", 0))  # the stride-2 templates' row de-interleave
     if strides == [1, 1]:
         if int(a.groups) != c or w.shape[:2] != (c, 1):
             return None
         spec = DepthwiseS1Spec(c, x_shape[2], x_shape[3], k, pad, lanes, threads=threads)
     elif int(a.groups) == c and w.shape[:2] == (c, 1):
-        spec = DepthwiseS2Spec(c, x_shape[2], x_shape[3], k, pad, lanes, threads=threads,
-                               deinterleave_lanes=int(target.tiles.get("deinterleave_lanes", 0)))
+        spec = DepthwiseS2Spec(c, x_shape[2], x_shape[3], k, pad, lanes, threads=threads, deinterleave_lanes=split)
         if spec.out_width < lanes // 2:
             # outputs under half a vector wide: the window schedule is as fast or faster (14 -> 7 on AVX-512:
             # 0.0169 vs 0.0194 ms; on AVX2, 7 >= 4, par; benchmarks/depthwise_layers.py)
             return None
     elif int(a.groups) == 1 and w.shape[1] == c:
         spec = ConvS2Spec(c, int(w.shape[0]), x_shape[2], x_shape[3], k, pad, lanes,
-                          int(target.tiles.get("conv_acc_regs", 12)), threads=threads,
-                          deinterleave_lanes=int(target.tiles.get("deinterleave_lanes", 0)))
+                          int(target.tiles.get("conv_acc_regs", 12)), threads=threads, deinterleave_lanes=split)
     else:
         return None
     return spec if spec.supported() is None else None

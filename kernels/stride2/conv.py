@@ -56,8 +56,7 @@ class ConvS2Spec(StrideTwoShape):
     def variant(self) -> str:
         k = self.kernel
         mr, nv = self.tile
-        split = f"d{self.deinterleave_lanes}" if self.deinterleave_lanes not in (0, self.lanes) else ""
-        return f"f32_conv{k}x{k}s2_{mr}x{nv * self.lanes}{split}_{epilogue_name(self.clamp)}"
+        return f"f32_conv{k}x{k}s2_{mr}x{nv * self.lanes}{self.deinterleave_suffix}_{epilogue_name(self.clamp)}"
 
     def row_parts(self) -> list[tuple[int, int, int]]:
         """The output row as parts (start, vectors, lanes) of at most NV vectors each."""

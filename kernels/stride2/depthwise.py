@@ -58,8 +58,7 @@ class DepthwiseS2Spec(StrideTwoShape):
     @property
     def variant(self) -> str:
         k, lanes = self.kernel, vector_lanes(self.out_width, self.lanes)
-        split = f"d{self.deinterleave_lanes}" if self.deinterleave_lanes not in (0, self.lanes) else ""
-        return f"f32_dwconv{k}x{k}s2_{self.walk}{lanes}{split}_{epilogue_name(self.clamp)}"
+        return f"f32_dwconv{k}x{k}s2_{self.walk}{lanes}{self.deinterleave_suffix}_{epilogue_name(self.clamp)}"
 
     def supported(self) -> str | None:
         """Why the template cannot compute this layer, or None."""

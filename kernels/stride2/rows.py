@@ -88,6 +88,12 @@ class StrideTwoShape:
     def rows(self) -> RowGeometry:
         return RowGeometry(self.width, self.pad, self.deinterleave_lanes or self.lanes)
 
+    @property
+    def deinterleave_suffix(self) -> str:
+        """What a variant's name adds when its rows are de-interleaved narrower than the target's vectors
+        (``d4``), else nothing."""
+        return f"d{self.deinterleave_lanes}" if self.deinterleave_lanes not in (0, self.lanes) else ""
+
     def rows_unsupported(self) -> str | None:
         """Why the input rows cannot be de-interleaved into half-width output rows, or None."""
         why = self.rows.supported()
