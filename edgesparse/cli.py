@@ -103,6 +103,10 @@ def _print_sparse_decisions(manifest: dict) -> None:
         click.echo(f"layout: NCHW in every kernel; sparse region calls {region['first_call']}..{region['last_call']} "
                    f"({region['sparse_calls']} sparse, {region['dense_calls_inside']} dense between them, all CHW): "
                    f"{len(manifest['layout']['conversions'])} layout conversions")
+        even_odd = manifest["layout"].get("rows_even_odd") or []
+        if even_odd:
+            click.echo(f"  {len(even_odd)} sparse layers store their rows even columns first for the stride-2 "
+                       f"kernel after them: " + ", ".join(f"{e['from']} -> {e['to']}" for e in even_odd))
     cost_model = manifest.get("cost_model")
     click.echo(f"cost model: {cost_model['description'] if cost_model else 'none (the target has no [sparse_cost])'}")
     dense_bytes = sum(l["dense_bytes"] or 0 for l in sparse)

@@ -154,7 +154,10 @@ def _layout_plan(kernels: list[str], decisions: list) -> dict:
         inside = kernels[at[0]: at[-1] + 1]
         region = {"first_call": at[0], "last_call": at[-1], "sparse_calls": len(at),
                   "dense_calls_inside": len(inside) - len(at)}
-    return {"activations": "NCHW", "sparse_region": region, "conversions": []}
+    # sparse layers whose kernel stores its rows even columns first, then odd, for the stride-2 depthwise conv
+    # fused into the next layer's kernel (passes/sparsify.py _even_odd_rows)
+    even_odd = [{"from": d.name, "to": d.rows_even_odd_to} for d in decisions if d.rows_even_odd_to]
+    return {"activations": "NCHW", "sparse_region": region, "conversions": [], "rows_even_odd": even_odd}
 
 
 def _layer_kind(kernel: str) -> str:

@@ -9,9 +9,18 @@ weights, kernels/spmm/pack.py) times row h of each of their input channels, clam
 computed in its ring slot, between the zero borders the depthwise template copies a read row between; at stride
 2 it is computed into a row buffer and de-interleaved into its slot. The 1x1's output never exists. (Computing
 the stride-1 row in place of a buffer and a copy: MobileNetV2-p85's 24->144 @56, kernel alone, 1.011-1.038x in
-three alternating runs of 31; at stride 2 the de-interleave's shuffles are 9-10% of the kernel: 16->96 @112
-0.786 -> 0.705 ms and 24->144 @56 0.347 -> 0.317 without them, which only inputs stored de-interleaved by the
-kernel before would save.) The SpMM's activations are read per output channel
+three alternating runs of 31.)
+
+At stride 2 the de-interleave's shuffles are 9-10% of the kernel (16->96 @112 0.786 -> 0.705 ms and 24->144 @56
+0.347 -> 0.317 without them), one per output channel and row. With ``eo_input`` the 1x1's input rows arrive
+stored even columns first, then odd (the SpMM kernel before splits its vectors as it stores them, for its fewer
+channels: kernels/spmm/template.py ``eo_width``, passes/sparsify.py ``_even_odd_rows``). A pixel-wise 1x1 of such
+rows gives rows split the same way, so each half is computed straight into the slot's even or odd row, which
+then starts on a whole vector (``row_align``; the zero columns around it are never written: the ring is zeroed
+once). Measured on the Zen 1 host in MobileNetV2-p85 (8 per-kernel profiles of 30 runs, both orders, ms,
+de-interleaved here -> stored split before): 16->96 @112 0.797 -> 0.772 with its 32->16 producer 0.206 -> 0.198,
+24->144 @56 0.340 -> 0.309 with its 144->24 (residual) producer 0.275 -> 0.288; the aligned slot then 0.723 ->
+0.704 and 0.301 -> 0.315 (6 more profiles, within their noise). The SpMM's activations are read per output channel
 instead of per pixel tile (a row of each nonzero's input channel, from L2 rather than L1); the gain is the
 intermediate tensor's write and read.
 
@@ -40,6 +49,7 @@ conv's), ``y`` [1, C, Ho, Wo].
 
 from __future__ import annotations
 
+import dataclasses
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -80,9 +90,13 @@ class SpmmDwSpec:
     clamp: tuple[float, float] | None  # the 1x1's epilogue
     dw: DepthwiseS1Spec | DepthwiseS2Spec  # channels, height and width: the 1x1's output
     row_registers: int = 0  # rows of at most this many vectors add one nonzero at a time (see ``fill``)
+    eo_input: bool = False  # stride 2: x's rows are stored even columns first, then odd (module doc; variant _eo)
 
     @property
     def variant(self) -> str:
+        if self.eo_input:  # rows arrive de-interleaved: no de-interleave width to name
+            dw = dataclasses.replace(self.dw, deinterleave_lanes=0).variant.removeprefix('f32_')
+            return f"f32_spmm_{epilogue_name(self.clamp)}_eo_{dw}"
         return f"f32_spmm_{epilogue_name(self.clamp)}_{self.dw.variant.removeprefix('f32_')}"
 
     def supported(self) -> str | None:
@@ -92,6 +106,8 @@ class SpmmDwSpec:
             return why
         if self.dw.walk != "rows":
             return f"the depthwise conv walks {self.dw.walk}, not rows"
+        if self.eo_input and self.dw.stride != 2:
+            return "rows stored even columns first feed stride 2 only"
         return None
 
 
@@ -104,8 +120,27 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     cin, npix = spec.cin, dw.height * dw.width
     assert npix % spec.index_stride == 0
     scale = npix // spec.index_stride
+    eo = spec.eo_input
+    if eo:  # each half row computed straight into its slot: whole vectors, aligned
+        dw = dataclasses.replace(dw, row_align=dw.lanes)
     walk, place, tap_at = (s1_row_walk if isinstance(dw, DepthwiseS1Spec) else s2_row_walk)(dw)
-    pieces = tile_pieces(W, dw.lanes)
+    if eo:
+        # x's row h is [even columns | odd columns], so the 1x1's row comes out so too: its halves are computed
+        # straight into the slot's even and odd rows (kernels/stride2/rows.py RowGeometry), between zero columns
+        # that are never written (the ring is zeroed once)
+        g = dw.rows
+        half = W // 2
+        pieces = [(x0, n, vw) for x0, n, vw in tile_pieces(half, dw.lanes)] + [
+            (half + x0, n, vw) for x0, n, vw in tile_pieces(half, dw.lanes)]
+        walk = dataclasses.replace(walk, zero_ring=True)
+
+        def dst(x0):
+            return g.left + x0 if x0 < half else g.row + g.left + x0 - half
+    else:
+        pieces = tile_pieces(W, dw.lanes)
+
+        def dst(x0):
+            return x0
     clamped = epilogue_name(spec.clamp) != "linear"
     ring = RING * walk.slot
     tasks, per_task = split_channels(dw.threads, C)
@@ -116,13 +151,13 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     def init(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.Row[r.at + x0 + q * vw + i] = r.S.Wv[r.c]
+                r.Row[r.at + dst(x0) + q * vw + i] = r.S.Wv[r.c]
 
     @T.macro
     def update1(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.Row[r.at + x0 + q * vw + i] = r.Row[r.at + x0 + q * vw + i] + r.S.Wv[C + r.j] * r.S.Xf[
+                r.Row[r.at + dst(x0) + q * vw + i] = r.Row[r.at + dst(x0) + q * vw + i] + r.S.Wv[C + r.j] * r.S.Xf[
                     scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
 
     @T.macro
@@ -130,7 +165,7 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
         # two nonzeros summed before they reach the accumulator (as the SpMM template does)
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.Row[r.at + x0 + q * vw + i] = r.Row[r.at + x0 + q * vw + i] + (
+                r.Row[r.at + dst(x0) + q * vw + i] = r.Row[r.at + dst(x0) + q * vw + i] + (
                     r.S.Wv[C + r.j] * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j]) + r.h * W + x0 + q * vw + i]
                     + r.S.Wv[C + r.j + 1]
                     * r.S.Xf[scale * T.Cast("int32", r.S.Idx[r.j + 1]) + r.h * W + x0 + q * vw + i])
@@ -139,7 +174,7 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     def clamp(r, x0, n, vw):
         for q in T.unroll(n):
             for i in T.vectorized(vw):
-                r.Row[r.at + x0 + q * vw + i] = clamp_value(r.Row[r.at + x0 + q * vw + i], spec.clamp)
+                r.Row[r.at + dst(x0) + q * vw + i] = clamp_value(r.Row[r.at + dst(x0) + q * vw + i], spec.clamp)
 
     # A row whose vectors fit the target's registers (descriptor tiles.spmm_dwconv_row_registers) stays in them
     # over its nonzeros: one FMA per vector and nonzero. Pairs of nonzeros take four more registers (two
@@ -152,7 +187,8 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
 
     # A stride-1 slot holds its row as computed (between zero borders): the row is computed there (module doc). A
     # stride-2 slot holds it de-interleaved: computed into S.Row, then placed.
-    direct = walk.row_at is not None
+    direct = walk.row_at is not None or eo
+    row_at = walk.row_at if walk.row_at is not None else 0
 
     @T.macro
     def compute_row(S, Row, at, c, h):
@@ -175,7 +211,7 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     def fill(S, R, g):
         # row g of the whole tensor (row h of the 1x1's output channel c) into its ring slot
         if direct:
-            compute_row(S, R, T.floormod(g, RING) * walk.slot + walk.row_at, T.floordiv(g, H), T.floormod(g, H))
+            compute_row(S, R, T.floormod(g, RING) * walk.slot + row_at, T.floordiv(g, H), T.floormod(g, H))
         else:
             compute_row(S, S.Row, 0, T.floordiv(g, H), T.floormod(g, H))
             place(S.Row, 0, R, g)

@@ -49,8 +49,13 @@ def reference(x, w1, b1, clamp1, wd, bd, stride, clamp2):
     return y[None].astype(np.float32)
 
 
+def eo_rows(x):
+    """x [1, C, H, W] with each row stored even columns first, then odd (what an eo SpMM kernel writes)."""
+    return np.ascontiguousarray(np.concatenate([x[..., 0::2], x[..., 1::2]], axis=-1))
+
+
 def run(cin, c, h, w, stride=1, k=3, sparsity=0.7, clamp1=RELU6, clamp2=RELU6, threads=1, lanes=None,
-        row_registers=0):
+        row_registers=0, eo_input=False):
     lanes = lanes or HOST.vector_lanes_f32
     spec_of = DepthwiseS1Spec if stride == 1 else DepthwiseS2Spec
     dw = spec_of(c, h, w, k, k // 2, lanes, clamp2, threads)
@@ -64,12 +69,13 @@ def run(cin, c, h, w, stride=1, k=3, sparsity=0.7, clamp1=RELU6, clamp2=RELU6, t
     bd = rng.standard_normal(c).astype(np.float32)
     packed = pack_spmm_weights(w1, b1, block=1, stride=compact_stride(cin, h * w))
     spec = SpmmDwSpec(cin, int(packed.values.size), int(packed.channel_index.size), packed.index_dtype,
-                      packed.stride, clamp1, dw, row_registers)
+                      packed.stride, clamp1, dw, row_registers, eo_input)
     assert spec.supported() is None, spec.supported()
     ex = tvm.compile(tvm.IRModule({"k": make_spmm_dwconv_kernel(spec, "k")}), target=HOST.tvm_target())
     want = reference(x, w1, b1, clamp1, wd, bd, stride, clamp2)
     y = np.full(want.shape, np.nan, np.float32)  # every output must be written
-    args = [tvm.runtime.tensor(a) for a in (x, packed.values, packed.segment_ptr, packed.channel_index, wd, bd, y)]
+    xin = eo_rows(x) if eo_input else x
+    args = [tvm.runtime.tensor(a) for a in (xin, packed.values, packed.segment_ptr, packed.channel_index, wd, bd, y)]
     ex.mod["k"](*args)
     np.testing.assert_allclose(args[-1].numpy(), want, rtol=1e-4, atol=1e-4)
     return spec
@@ -177,6 +183,62 @@ def test_sparsify_fuses_the_depthwise_conv_after_a_sparse_1x1(tmp_path, stride):
         res = compile_model(model, tgt, tmp_path / f"apart_s{stride}", sparse="on", tuned=False)
         kinds = [layer["kind"] for layer in res.manifest["layers"]]
         assert len(kinds) == 2 and kinds[0].startswith("f32_spmm_") and "dwconv" in kinds[1], (change, kinds)
+
+
+@pytest.mark.parametrize("w", [16, 18, 24, 40, 56, 112])
+@pytest.mark.parametrize("row_registers", [0, 14])
+def test_even_odd_input_rows(w, row_registers):
+    """Input rows stored even columns first, then odd: the 1x1's halves computed straight into the stride-2
+    ring's aligned even and odd rows (rows of 8-56 outputs: whole vectors and pieces)."""
+    spec = run(9, 10, 5, w, stride=2, eo_input=True, row_registers=row_registers)
+    assert spec.variant == f"f32_spmm_relu6_eo_dwconv3x3s2_rows{HOST.vector_lanes_f32}_relu6"
+
+
+@pytest.mark.parametrize("kw", [{"k": 5}, {"threads": 2}, {"lanes": 4}, {"h": 1}, {"clamp1": None}])
+def test_even_odd_input_rows_variants(kw):
+    """5x5 (two zero columns each side), threads, 4-lane vectors (NEON, SIMD128), a one-row plane, a linear 1x1."""
+    args = {"cin": 6, "c": 7, "h": 6, "w": 20, "stride": 2, "eo_input": True, **kw}
+    run(**args)
+
+
+def test_sparsify_stores_rows_even_odd_for_a_fused_stride_2_block(tmp_path):
+    """Through compile: a sparse 1x1 whose output only feeds a sparse 1x1 fused with a stride-2 depthwise conv
+    stores its rows even columns first (manifest layout.rows_even_odd), and the model matches ONNX Runtime; with
+    a residual on the first 1x1 too; without the descriptor key it does not."""
+    rng = np.random.default_rng(3)
+    side, c0, c1, c = 32, 12, 8, 24
+    w0 = rng.standard_normal((c1, c0, 1, 1)).astype(np.float32)
+    w0[rng.random(w0.shape) < 0.8] = 0
+    w1 = rng.standard_normal((c, c1, 1, 1)).astype(np.float32)
+    w1[rng.random(w1.shape) < 0.85] = 0
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["a"]),
+             helper.make_node("Conv", ["a", "w1", "b1"], ["p"]),
+             helper.make_node("Clip", ["p", "lo", "hi"], ["pc"]),
+             helper.make_node("Conv", ["pc", "wd", "bd"], ["d"], group=c, kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["y"])]
+    weights = {"w0": w0, "b0": rng.standard_normal(c1).astype(np.float32), "w1": w1,
+               "b1": rng.standard_normal(c).astype(np.float32),
+               "wd": rng.standard_normal((c, 1, 3, 3)).astype(np.float32),
+               "bd": rng.standard_normal(c).astype(np.float32),
+               "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}
+    model = save_graph(tmp_path / "eo.onnx", nodes, {"x": [1, c0, side, side]}, {"y": [1, c, side // 2, side // 2]},
+                       weights)
+    rule = {"spmm_dwconv_min_bytes": 4 * c * side * side, "spmm_dwconv_max_nonzeros": 16}
+    tgt = dataclasses.replace(HOST, tiles={**HOST.tiles, **rule})
+    res = compile_model(model, tgt, tmp_path / "eo", sparse="on", tuned=False)
+    kinds = [layer["kind"] for layer in res.manifest["layers"]]
+    assert len(kinds) == 2 and "_linear_eo" in kinds[0], kinds
+    assert kinds[1] == f"f32_spmm_relu6_eo_dwconv3x3s2_rows{HOST.vector_lanes_f32}_relu6", kinds
+    first, second = res.manifest["sparsify"][:2]
+    assert res.manifest["layout"]["rows_even_odd"] == [{"from": first["name"], "to": second["name"]}]
+    rep = verify(model, res.out_dir)
+    assert rep.ok and rep.worst < 1e-5, rep.outputs
+
+    plain = dataclasses.replace(tgt, tiles={k: v for k, v in tgt.tiles.items() if k != "spmm_eo_rows"})
+    res = compile_model(model, plain, tmp_path / "plain", sparse="on", tuned=False)
+    kinds = [layer["kind"] for layer in res.manifest["layers"]]
+    assert "_eo" not in kinds[0] and "_eo_" not in kinds[1] and res.manifest["layout"]["rows_even_odd"] == [], kinds
 
 
 def test_fusion_pays_by_the_descriptor():

@@ -50,7 +50,7 @@ LAYOUTS = ["channels", "offsets", "packed"]
 
 
 def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, threads=1, chunk=None, unroll=0,
-                  layout="channels", residual=None, prefetch=False, join=0, target=HOST):
+                  layout="channels", residual=None, prefetch=False, join=0, target=HOST, eo_width=0):
     cin, npix = x.shape
     lanes, acc = target.vector_lanes_f32, spmm_acc_registers_for(target)
     tile = plan_tiles(npix, mr, lanes, block, acc, threads, join).row_stride(lanes)  # the scratch tile's row stride
@@ -59,7 +59,8 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
                                chunk_local=layout == "packed")
     spec = SpmmKernelSpec.for_packed(packed, npix, mr, clamp=clamp, threads=threads, unroll=unroll,
                                      lanes=lanes, acc_registers=acc, pack_tile=layout == "packed",
-                                     residual=residual is not None, prefetch=prefetch, join_registers=join)
+                                     residual=residual is not None, prefetch=prefetch, join_registers=join,
+                                     eo_width=eo_width)
     func = make_spmm_kernel(spec)
     ex = tvm.compile(tvm.IRModule({spec.variant: func}), target=target.tvm_target())
     dev = tvm.cpu()
@@ -70,9 +71,17 @@ def build_and_run(w, bias, x, *, block, mr, clamp=None, index_dtype=None, thread
     return args[-1].numpy(), packed, spec
 
 
+def even_odd_rows(y, width):
+    """[C, P] with each row of ``width`` pixels stored even columns first, then odd (an eo kernel's output)."""
+    r = y.reshape(y.shape[0], -1, width)
+    return np.concatenate([r[..., 0::2], r[..., 1::2]], axis=-1).reshape(y.shape)
+
+
 def check(w, bias, x, **kw):
     got, packed, spec = build_and_run(w, bias, x, **kw)
     want = reference(w, bias, x, kw.get("clamp"), kw.get("residual"))
+    if kw.get("eo_width"):
+        want = even_odd_rows(want, kw["eo_width"])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     return packed, spec
 
@@ -355,6 +364,44 @@ def test_prefetching_variant(block, chunk, layout, residual, npix):
     _, spec = check(w, bias, x, block=block, mr=MR, clamp=(0.0, 6.0), chunk=chunk, layout=layout, residual=res,
                     prefetch=True)
     assert spec.variant.endswith("_relu6_prfm")
+
+
+@pytest.mark.parametrize("block,layout,residual,prefetch,threads", [
+    (1, "offsets", False, True, 1), (1, "offsets", True, True, 1), (2, "channels", False, False, 1),
+    (4, "packed", True, False, 1), (1, "packed", False, True, 1), (1, "offsets", True, False, 2),
+])
+@pytest.mark.parametrize("height,width", [(4, 112), (3, 56), (5, 24), (2, 8)])
+def test_even_odd_rows(block, layout, residual, prefetch, threads, height, width):
+    """The eo variant stores each output row even columns first, then odd: tiles that span rows, the remainder
+    tile joined or apart, blocks with a remainder row, a residual added at the natural pixels, prefetches of the
+    next tile's half rows, parallel tiles."""
+    rng = np.random.default_rng(height * width + block)
+    w = random_sparse(rng, 11, 30, 0.8)
+    bias = rng.standard_normal(11).astype(np.float32)
+    npix = height * width
+    x = rng.standard_normal((30, npix)).astype(np.float32)
+    res = (3 * rng.standard_normal((11, npix))).astype(np.float32) if residual else None
+    mr = min(MR, npix)
+    _, spec = check(w, bias, x, block=block, mr=mr, clamp=(0.0, 6.0), layout=layout, residual=res,
+                    prefetch=prefetch, threads=threads, eo_width=width, join=9)
+    assert "_relu6_eo" in spec.variant
+
+
+def test_even_odd_rows_rule():
+    """x86_64's spmm_eo_rows: rows and tiles of whole vectors, one chunk; never without the descriptor key."""
+    from dataclasses import replace
+
+    from edgesparse.kernels.spmm import spmm_eo_rows_for
+
+    lanes = HOST.vector_lanes_f32
+    assert HOST.tiles["spmm_eo_rows"]
+    assert spmm_eo_rows_for(HOST, 112, plan_tiles(112 * 112, 64, lanes, 1, 8, 1, 9), 1, lanes)
+    assert spmm_eo_rows_for(HOST, 56, plan_tiles(56 * 56, 32, lanes, 1, 8, 1, 9), 1, lanes)
+    assert not spmm_eo_rows_for(HOST, 56, plan_tiles(56 * 56, 32, lanes, 1, 8, 1, 9), 2, lanes)  # chunks
+    assert not spmm_eo_rows_for(HOST, 28, plan_tiles(28 * 28, 64, lanes, 1, 8, 1, 9), 1, lanes)  # 28: 3.5 vectors
+    assert not spmm_eo_rows_for(HOST, 14, plan_tiles(14 * 14, 64, lanes, 1, 8, 1, 9), 1, lanes)
+    plain = replace(HOST, tiles={k: v for k, v in HOST.tiles.items() if k != "spmm_eo_rows"})
+    assert not spmm_eo_rows_for(plain, 112, plan_tiles(112 * 112, 64, lanes, 1, 8, 1, 9), 1, lanes)
 
 
 def test_prefetch_rule_from_descriptor():

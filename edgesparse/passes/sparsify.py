@@ -42,8 +42,10 @@ from edgesparse.kernels.spmm import (
     make_spmm_kernel,
     pack_spmm_weights,
     spmm_acc_registers_for,
+    spmm_eo_rows_for,
     spmm_join_registers_for,
     spmm_pack_tile_for,
+    spmm_plan_for,
     spmm_prefetch_for,
     spmm_tiling_for,
 )
@@ -79,6 +81,8 @@ class LayerDecision:
     chunks: int | None = None  # input-channel chunks the kernel walks a tile in (kernels/spmm spmm_chunk_for)
     packed_bytes: int | None = None
     dense_bytes: int | None = None
+    rows_even_odd_to: str | None = None  # the layer whose fused stride-2 depthwise conv reads this one's output,
+    # stored with its rows even columns first, then odd (``_even_odd_rows``; no layout conversion between them)
     weight_digest: str = ""  # sha1 of the weight as imported (OIHW or [K, N] float32): matches onnx_weight_names
     # the cost model's predictions for an eligible layer (None when not eligible or no cost model)
     predicted_dense_ms: float | None = None
@@ -128,6 +132,7 @@ class _Layer:
     end: relax.Var
     inner: list  # vars of the chain before `end` (dropped when the chain is rewritten)
     depthwise: "_Depthwise | None" = None  # set by the rewriter when the layer's kernel computes it too
+    eo_width: int = 0  # store output rows of this width even columns first, then odd (a stride-2 consumer's input)
 
 
 @dataclass
@@ -140,6 +145,7 @@ class _Depthwise:
     bias: np.ndarray | None
     end: relax.Var
     inner: list  # the conv's own vars before ``end``
+    eo_input: bool = False  # its 1x1's input rows arrive even columns first, then odd (``_even_odd_rows``)
 
 
 def _eligible(value) -> tuple[str, str | None]:
@@ -242,7 +248,45 @@ def plan_layers(func, *, mode: str, min_sparsity: float, names: dict | None = No
                 for other in layers:  # the depthwise conv's own report line says where it went
                     if other.end.same_as(dw.conv):
                         other.decision.reason = f"dense: computed in the kernel of {layer.decision.name}"
+        _even_odd_rows(layers, uses, target, threads)
     return layers
+
+
+def spmm_tiling(target, layer: _Layer, threads: int):
+    """(tiling, pack_tile) of a sparse layer's f32-spmm kernel on ``target`` (kernels/spmm/config.py)."""
+    d = layer.decision
+    reuse = float(np.count_nonzero(layer.w)) / layer.w.shape[1]  # output rows reading each input row
+    tiling = spmm_tiling_for(target, d.pixels, d.block, layer.w.shape[1],
+                             stored_weights(layer.w, d.block) / layer.w.shape[0], threads, reuse)
+    return tiling, spmm_pack_tile_for(target, d.pixels, reuse)
+
+
+def _even_odd_rows(layers: list[_Layer], uses: Uses, target, threads: int) -> None:
+    """A sparse 1x1 fused with a stride-2 depthwise conv de-interleaves each row of its output into even and odd
+    columns (kernels/stride2/rows.py) with shuffles, for each of its output channels. When its input is the only
+    use of another sparse layer's output, that layer's kernel stores its rows even columns first instead (its
+    vectors split as they are stored, kernels/spmm/template.py ``eo_width``), for its fewer channels, and the 1x1
+    computes rows that are already split (kernels/spmm_dwconv.py ``eo_input``). Where the target's rule allows it
+    (``spmm_eo_rows_for``)."""
+    for layer in layers:
+        dw = layer.depthwise
+        if dw is None or not isinstance(dw.spec, DepthwiseS2Spec):
+            continue
+        producer = next((p for p in layers if p.decision.sparse and p.depthwise is None and p.w is not None
+                         and p.decision.op == "conv2d" and p.end.same_as(layer.x)), None)
+        if producer is None or uses.single_user(producer.end) is None:
+            continue
+        shape = static_shape(producer.end)
+        if shape is None or len(shape) != 4:
+            continue
+        d = producer.decision
+        tiling, _ = spmm_tiling(target, producer, threads)
+        plan = spmm_plan_for(target, d.pixels, d.block, tiling.mr, threads)
+        n_chunks = -(-producer.w.shape[1] // tiling.chunk)
+        if spmm_eo_rows_for(target, int(shape[3]), plan, n_chunks, target.vector_lanes_f32):
+            producer.eo_width = int(shape[3])
+            dw.eo_input = True
+            d.rows_even_odd_to = layer.decision.name
 
 
 def _depthwise_after(layer: _Layer, uses: Uses, target, threads: int) -> _Depthwise | None:
@@ -293,11 +337,8 @@ class _SparsifyRewriter(ChainRewriter):
         if layer.depthwise is not None:
             return self._fused_replacement(binding, layer)
         d = layer.decision
-        reuse = float(np.count_nonzero(layer.w)) / layer.w.shape[1]  # output rows reading each input row
-        tiling = spmm_tiling_for(self.target, d.pixels, d.block, layer.w.shape[1],
-                                 stored_weights(layer.w, d.block) / layer.w.shape[0], self.threads, reuse)
+        tiling, pack_tile = spmm_tiling(self.target, layer, self.threads)
         mr, chunk = tiling.mr, tiling.chunk
-        pack_tile = spmm_pack_tile_for(self.target, d.pixels, reuse)
         lanes, acc_registers = self.target.vector_lanes_f32, spmm_acc_registers_for(self.target)
         # activation offsets: channel * (row stride of the tile the kernel reads), chunk-local in a packed tile
         stride = tiling.row_floats if pack_tile else d.pixels
@@ -312,8 +353,8 @@ class _SparsifyRewriter(ChainRewriter):
                                          join_registers=spmm_join_registers_for(self.target), pack_tile=pack_tile,
                                          prefetch=spmm_prefetch_for(self.target, layer.w.shape[1], layer.w.shape[0],
                                                                     d.pixels, self.threads),
-                                         residual=layer.residual is not None, in_shape=in_shape,
-                                         out_shape=out_shape)
+                                         residual=layer.residual is not None, eo_width=layer.eo_width,
+                                         in_shape=in_shape, out_shape=out_shape)
         gvar = self.add_kernel(make_spmm_kernel(spec), spec.variant)
         d.kernel = gvar.name_hint
         d.variant = spec.variant
@@ -332,7 +373,7 @@ class _SparsifyRewriter(ChainRewriter):
         packed = pack_spmm_weights(layer.w, layer.bias, block=1, stride=compact_stride(cin, d.pixels))
         spec = SpmmDwSpec(cin, int(packed.values.size), int(packed.channel_index.size), packed.index_dtype,
                           packed.stride, layer.clamp, dw.spec,
-                          row_registers_for(self.target))
+                          row_registers_for(self.target), dw.eo_input)
         gvar = self.add_kernel(make_spmm_dwconv_kernel(spec), spec.variant)
         d.kernel, d.variant = gvar.name_hint, spec.variant
         d.index_dtype, d.chunks, d.packed_bytes = packed.index_dtype, packed.n_chunks, packed.nbytes

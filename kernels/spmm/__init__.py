@@ -7,6 +7,7 @@ parameters for a target from its descriptor.
 from .config import (
     spmm_acc_registers_for,
     spmm_chunk_for,
+    spmm_eo_rows_for,
     spmm_join_registers_for,
     spmm_mr_for,
     spmm_pack_tile_for,
@@ -30,6 +31,7 @@ __all__ = [
     "plan_tiles",
     "spmm_acc_registers_for",
     "spmm_chunk_for",
+    "spmm_eo_rows_for",
     "spmm_join_registers_for",
     "spmm_mr_for",
     "spmm_pack_tile_for",

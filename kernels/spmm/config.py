@@ -148,6 +148,18 @@ def spmm_chunk_for(target, row_floats: int, cin: int, stored_per_row: float) -> 
     return chunk if reuse >= float(target.tiles.get("spmm_chunk_min_reuse", 16)) else cin
 
 
+def spmm_eo_rows_for(target, width: int, plan, n_chunks: int, lanes: int) -> bool:
+    """Whether the kernel of a layer with output rows of ``width`` pixels, tiled as ``plan`` (``plan_tiles``) in
+    ``n_chunks`` input-channel chunks, stores its rows even columns first, then odd, for the stride-2 depthwise
+    conv fused after the 1x1 it feeds (descriptor ``tiles.spmm_eo_rows``; template.py ``eo_width``,
+    kernels/spmm_dwconv.py ``eo_input``). The kernel splits whole vectors of one row as it stores them, so every
+    tile and the rows must be whole vectors, and its accumulators are a local tile, so one chunk."""
+    if not target.tiles.get("spmm_eo_rows", False) or n_chunks != 1 or lanes < 2 or width % 2:
+        return False
+    widths = [plan.mr] + [w for _, w in plan.extra]
+    return width % lanes == 0 and all(w % lanes == 0 for w in widths)
+
+
 class SpmmTiling(NamedTuple):
     """How the kernel of one layer tiles it: MR, the activation tile's floats per input channel, the chunk."""
 

@@ -43,6 +43,13 @@ With ``prefetch`` (variant suffix ``_prfm``) each serial tile prefetches the nex
 the copy into the scratch tile reads the current ones (read in place: all of them as the tile starts), and each
 block's output rows before the block's nonzeros
 (kernels/spmm/config.py ``spmm_prefetch_for`` says when and why).
+With ``eo_width`` (variant suffix ``_eo``) the output's rows of that many pixels are stored even columns first, then
+odd: the input a stride-2 depthwise conv fused after the next 1x1 wants (kernels/spmm_dwconv.py ``eo_input``),
+split here for this layer's channels rather than there for the next one's, several times as many. The
+accumulators are then a local tile (their places in ``y`` are not the tile's, so they cannot live there) that
+LLVM keeps in registers, and each vector is split into its even and odd halves as it is stored (two shuffles on
+AVX2, where a plain store takes none): MobileNetV2-p85's 32->16 @112 alone 0.156 -> 0.133 ms, 144->24 @56 with its
+residual 0.285 -> 0.302. Whole vectors of one row only (``spmm_eo_rows_for``).
 With ``residual`` (variant ``f32_spmm_<MR>x<block>_add_<epilogue>``) a tensor of the output's shape comes before
 ``y`` and is added at the last chunk, before the clamp: a skip connection's Add (MobileNetV2's 10, measured in
 the model at 0.022 ms as separate kernels) costs a load per output instead of a pass of its own.
@@ -113,6 +120,7 @@ class SpmmKernelSpec:
     pack_tile: bool = False  # copy each pixel tile's activations into a contiguous, aligned scratch tile
     residual: bool = False  # add a residual tensor of the output's shape (an argument before y) before the clamp
     prefetch: bool = False  # prefetch the next pixel tile's activations and output rows (variant suffix _prfm)
+    eo_width: int = 0  # output rows of this many pixels stored even columns first, then odd (variant _eo; 0: as is)
     in_shape: tuple[int, ...] | None = None  # default (Cin, P)
     out_shape: tuple[int, ...] | None = None  # default (Cout, P)
 
@@ -138,7 +146,8 @@ class SpmmKernelSpec:
     def variant(self) -> str:
         add = "_add" if self.residual else ""
         prfm = "_prfm" if self.prefetch else ""
-        return f"f32_spmm_{self.mr}x{self.block}{add}_{epilogue_name(self.clamp)}{prfm}"
+        eo = "_eo" if self.eo_width else ""
+        return f"f32_spmm_{self.mr}x{self.block}{add}_{epilogue_name(self.clamp)}{eo}{prfm}"
 
 
 def fit_tile(mr: int, pixels: int) -> int:
@@ -222,10 +231,33 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     tile_elems = chunk * row_stride
 
     full_pieces = tile_pieces(mr, lanes)
+    # eo: the output rows (eo pixels each) are stored de-interleaved, even columns then odd, for a stride-2
+    # consumer (kernels/spmm_dwconv.py eo_input). The accumulators then live in a local tile Acc, not in Y (their
+    # places in Y are not the tile's), and each vector of lanes pixels - whole vectors of one row - is split into
+    # its even and odd halves as it is stored.
+    eo = spec.eo_width
+    split = eo > 0  # a Python bool: TVMScript takes `if <int>` for a TIR condition
+    acc_stride = plan.widest
+    if eo:
+        assert n_chunks == 1 and lanes >= 2 and eo % lanes == 0 and npix % eo == 0, (n_chunks, lanes, eo, npix)
+        assert mr % lanes == 0 and tail_w % lanes == 0, (mr, tail_w, lanes)
+    evens = [2 * i for i in range(lanes // 2)]
+    odds = [2 * i + 1 for i in range(lanes // 2)]
+
+    def eo_at(row, p):
+        # where the even half of the vector at pixel p of output row ``row`` goes (the odd half: eo // 2 further)
+        return row * npix + p - T.floormod(p, eo) + T.floordiv(T.floormod(p, eo), 2)
+
+    def block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, p0, k):
+        # the accumulators of output rows row0 .. row0 + rows at tile p0: in Y, or (eo) in Acc
+        if eo:
+            return Block(Src, shift, Wv, Idx, Acc, Rf, row0, rows, bias_at, weight_at, p0, k, 0, acc_stride, Yf)
+        return Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, k, row0 * npix + p0, npix, Yf)
     # prefetch: one instruction per cache line (16 floats) of the next tile's rows (the last tile's "next" rows
     # are clamped to the buffer's last line: harmless)
     prefetch = spec.prefetch and not parallel
     pf_lines = -(-mr // 16)
+    pf_lines_eo = -(-mr // 32)  # eo: half the tile's outputs in each half row
     tail_pieces = tile_pieces(tail_w, lanes) if tail_w else []
 
     # --- one statement kind over one piece (q0: the piece's first pixel in the tile, nq vectors of vw lanes);
@@ -236,15 +268,15 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Wv[b.bias_at + j]
+                    b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = b.Wv[b.bias_at + j]
 
     @T.macro
     def update1_piece(b, q0, nq, vw):
         for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
-                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
+                    b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = b.Yf[
+                        b.ybase + j * b.ystride + q0 + q * vw + i] + (
                         b.Wv[b.weight_at + b.k * block + j]
                         * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
                     )
@@ -255,8 +287,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
-                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
+                    b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = b.Yf[
+                        b.ybase + j * b.ystride + q0 + q * vw + i] + (
                         b.Wv[b.weight_at + b.k * block + j]
                         * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
                         + b.Wv[b.weight_at + (b.k + 1) * block + j]
@@ -268,8 +300,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
         for j in T.unroll(b.rows):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
-                    b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = b.Yf[
-                        (b.row0 + j) * npix + b.p0 + q0 + q * vw + i] + (
+                    b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = b.Yf[
+                        b.ybase + j * b.ystride + q0 + q * vw + i] + (
                         (
                             b.Wv[b.weight_at + b.k * block + j]
                             * b.Src[scale * T.Cast("int32", b.Idx[b.k]) + b.shift + q0 + q * vw + i]
@@ -291,12 +323,22 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for q in T.unroll(nq):
                 for i in T.vectorized(vw):
                     if residual:
-                        b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = clamp_value(
-                            b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i]
+                        b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = clamp_value(
+                            b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i]
                             + b.Rf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i], spec.clamp)
                     else:
-                        b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i] = clamp_value(
-                            b.Yf[(b.row0 + j) * npix + b.p0 + q0 + q * vw + i], spec.clamp)
+                        b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i] = clamp_value(
+                            b.Yf[b.ybase + j * b.ystride + q0 + q * vw + i], spec.clamp)
+
+    @T.macro
+    def store_eo_piece(b, q0, nq, vw):
+        # eo: the finished accumulators to Y, each vector's even lanes at its row's even half, odd lanes at the odd
+        for j in T.unroll(b.rows):
+            for q in T.unroll(nq):
+                b.Out[T.ramp(eo_at(b.row0 + j, b.p0 + q0 + q * vw), 1, vw // 2)] = T.Shuffle(
+                    [b.Yf[T.ramp(b.ybase + j * b.ystride + q0 + q * vw, 1, vw)]], evens)
+                b.Out[T.ramp(eo_at(b.row0 + j, b.p0 + q0 + q * vw) + eo // 2, 1, vw // 2)] = T.Shuffle(
+                    [b.Yf[T.ramp(b.ybase + j * b.ystride + q0 + q * vw, 1, vw)]], odds)
 
     @T.macro
     def copy_piece(cp, q0, nq, vw):
@@ -314,58 +356,69 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
     # --- one output block over one tile: every piece updated per nonzero (one pass) ---
 
     @T.macro
-    def block_rows(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, kb, ke, p0, first, last, pieces):
+    def block_rows(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, kb, ke, p0, first, last,
+                   pieces):
         if prefetch and first:
             # this block's output rows in the next tile: spread over the tile's blocks, stored one tile from now
             for j in T.unroll(rows):
-                for ln in T.unroll(pf_lines):
-                    T.evaluate(prefetch_line(Yf, (row0 + j) * npix + p0 + mr + ln * 16, cout * npix - 1,
-                                             write=True))
+                if split:
+                    for ln in T.unroll(pf_lines_eo):
+                        T.evaluate(prefetch_line(Yf, eo_at(row0 + j, p0 + mr) + ln * 16, cout * npix - 1,
+                                                 write=True))
+                        T.evaluate(prefetch_line(Yf, eo_at(row0 + j, p0 + mr) + eo // 2 + ln * 16,
+                                                 cout * npix - 1, write=True))
+                else:
+                    for ln in T.unroll(pf_lines):
+                        T.evaluate(prefetch_line(Yf, (row0 + j) * npix + p0 + mr + ln * 16, cout * npix - 1,
+                                                 write=True))
         if first:
             each_piece(init_piece, pieces,
-                       Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, 0))
+                       block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, p0, 0))
         if unroll == 2:
             for kk in range((ke - kb) // 2):
-                each_piece(update2_piece, pieces,
-                           Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, kb + 2 * kk))
+                each_piece(update2_piece, pieces, block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at,
+                                                           weight_at, p0, kb + 2 * kk))
         if unroll == 4:
             for kk in range((ke - kb) // 4):
-                each_piece(update4_piece, pieces,
-                           Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, kb + 4 * kk))
+                each_piece(update4_piece, pieces, block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at,
+                                                           weight_at, p0, kb + 4 * kk))
         for k in range(kb + (ke - kb) // unroll * unroll if unroll > 1 else kb, ke):
             each_piece(update1_piece, pieces,
-                       Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, k))
+                       block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, p0, k))
         if (clamped or residual) and last:
             each_piece(finish_piece, pieces,
-                       Block(Src, shift, Wv, Idx, Yf, Rf, row0, rows, bias_at, weight_at, p0, 0))
+                       block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, p0, 0))
+        if split and last:
+            each_piece(store_eo_piece, pieces,
+                       block_of(Src, shift, Wv, Idx, Yf, Rf, Acc, row0, rows, bias_at, weight_at, p0, 0))
 
     @T.macro
-    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, Rf, c, first, last, p0, pieces):
+    def all_blocks(Src, shift, Wv, Ptr, Idx, Yf, Rf, Acc, c, first, last, p0, pieces):
         # chunk c's segments (pack.py): block g's columns are Ptr[c * n_blocks + g] .. Ptr[c * n_blocks + g + 1];
         # biases first in Wv (output channel o at o), then column k's block values at cout + block * k
         for b in range(n_full):
             block_rows(
-                Src, shift, Wv, Idx, Yf, Rf, b * block, block, b * block, cout,
+                Src, shift, Wv, Idx, Yf, Rf, Acc, b * block, block, b * block, cout,
                 Ptr[c * n_blocks + b], Ptr[c * n_blocks + b + 1], p0, first, last, pieces,
             )
         for r in range(n_rem):
             block_rows(
-                Src, shift, Wv, Idx, Yf, Rf, n_full * block + r, 1, n_full * block + r, cout,
+                Src, shift, Wv, Idx, Yf, Rf, Acc, n_full * block + r, 1, n_full * block + r, cout,
                 Ptr[c * n_blocks + n_full + r], Ptr[c * n_blocks + n_full + r + 1], p0, first, last, pieces,
             )
 
     @T.macro
-    def chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, c, first, last, p0, pieces):
+    def chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, c, first, last, p0, pieces):
         if pack:
             # the tile's chunk c copied to rows of row_stride floats in Xt: aligned (no load splits a cache
             # line; CHW rows of 14x14 or 7x7 floats are not 64-byte multiples), contiguous
             each_piece(copy_piece, pieces, Copy(Xf, Xt, c, T.min(chunk, cin - c * chunk), p0))
-            all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, Rf, c, first, last, p0, pieces)
+            all_blocks(Xt, c * chunk_shift, Wv, Ptr, Idx, Yf, Rf, Acc, c, first, last, p0, pieces)
         else:
-            all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, Rf, c, first, last, p0, pieces)
+            all_blocks(Xf, p0, Wv, Ptr, Idx, Yf, Rf, Acc, c, first, last, p0, pieces)
 
     @T.macro
-    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, p0, pieces):
+    def pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, p0, pieces):
         # chunk c of the input channels for every output block, then chunk c + 1: the chunk's activation tile
         # is read by all blocks while it is in L1; accumulators go back to Y between chunks. The first and the
         # last chunk are peeled off the loop so that "first" (bias) and "last" (clamp) are constants: inside a
@@ -375,30 +428,47 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             for ch in range(cin):
                 for ln in T.unroll(pf_lines):
                     T.evaluate(prefetch_line(Xf, ch * npix + p0 + mr + ln * 16, cin * npix - 1, write=False))
-        chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, 0, True, n_chunks == 1, p0, pieces)
+        chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, 0, True, n_chunks == 1, p0, pieces)
         if n_chunks > 2:
             # from 0: written as range(1, n_chunks - 1) this loop gave wrong sums after TVM 0.27 lowered it
             # (tests/test_spmm_kernels.py caught it with three chunks)
             for m in range(n_chunks - 2):
-                chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, m + 1, False, False, p0, pieces)
+                chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, m + 1, False, False, p0, pieces)
         if n_chunks > 1:
-            chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, n_chunks - 1, False, True, p0, pieces)
+            chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, n_chunks - 1, False, True, p0, pieces)
 
     @T.macro
-    def all_tiles(Xf, Xt, Wv, Ptr, Idx, Yf, Rf):
-        # Xt: the scratch tile of the serial tiles (unused without pack); a parallel task allocates its own
+    def tiles_with(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc):
         if parallel:
             for t in T.parallel(n_tiles):
                 if pack:
                     Xp = T.decl_buffer((tile_elems,), "float32")
-                    pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, t * mr, full_pieces)
+                    if split:
+                        Ap = T.decl_buffer((block * acc_stride,), "float32", scope="local")
+                        pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, Ap, t * mr, full_pieces)
+                    else:
+                        pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, Yf, t * mr, full_pieces)
                 else:
-                    pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, t * mr, full_pieces)
+                    if split:
+                        Ap = T.decl_buffer((block * acc_stride,), "float32", scope="local")
+                        pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, Ap, t * mr, full_pieces)
+                    else:
+                        pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, Yf, t * mr, full_pieces)
         else:
             for t in range(n_tiles):
-                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, t * mr, full_pieces)
+                pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, t * mr, full_pieces)
         if tail_w > 0:
-            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, tail_p0, tail_pieces)
+            pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, tail_p0, tail_pieces)
+
+    @T.macro
+    def all_tiles(Xf, Xt, Wv, Ptr, Idx, Yf, Rf):
+        # Xt: the scratch tile of the serial tiles (unused without pack); a parallel task allocates its own, and
+        # (eo) its own accumulator tile
+        if split:
+            Acc = T.decl_buffer((block * acc_stride,), "float32", scope="local")
+            tiles_with(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc)
+        else:
+            tiles_with(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Yf)
 
     @T.macro
     def body(X, Wv, Ptr, Idx, Rf, Y):
@@ -441,6 +511,8 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
 
 
 # what a piece macro of the template reads: output rows row0 .. row0 + rows of the tile at pixel p0, nonzero k
-Block = namedtuple("Block", "Src shift Wv Idx Yf Rf row0 rows bias_at weight_at p0 k")  # Rf: residual
+Block = namedtuple("Block", "Src shift Wv Idx Yf Rf row0 rows bias_at weight_at p0 k ybase ystride Out")
+# Rf: residual; the accumulator of row row0 + j, pixel p0 + x is Yf[ybase + j * ystride + x] (Y itself, or the
+# local tile of an eo kernel); Out: the output Y
 # chunk c of the tile at pixel p0 (rows_in_chunk input channels) copied from Xf to the scratch tile Xt
 Copy = namedtuple("Copy", "Xf Xt c rows_in_chunk p0")

@@ -48,6 +48,7 @@ class DepthwiseS2Spec(StrideTwoShape):
     clamp: tuple[float, float] | None = None
     threads: int = 1
     deinterleave_lanes: int = 0  # lanes of the row de-interleave's vectors (rows.py; 0: lanes)
+    row_align: int = 0  # de-interleaved rows' values start on multiples of this many floats (rows.py RowGeometry)
     stride: ClassVar[int] = 2
 
     @property

@@ -38,6 +38,7 @@ class RowGeometry:
     width: int  # input columns (even, >= 4)
     pad: int  # input padding on each side
     lanes: int
+    align: int = 0  # start each parity's values and its row on a multiple of this many floats (0: packed)
 
     @property
     def n(self) -> int:
@@ -45,7 +46,8 @@ class RowGeometry:
 
     @property
     def left(self) -> int:
-        return (self.pad + 1) // 2
+        least = (self.pad + 1) // 2
+        return -(-least // self.align) * self.align if self.align else least
 
     @property
     def right(self) -> int:
@@ -54,7 +56,8 @@ class RowGeometry:
     @property
     def row(self) -> int:
         """Floats per de-interleaved row (one parity)."""
-        return self.left + self.n + self.right
+        row = self.left + self.n + self.right
+        return -(-row // self.align) * self.align if self.align else row
 
     def parity(self, rx):
         return (rx + self.pad) % 2
@@ -86,7 +89,7 @@ class StrideTwoShape:
 
     @property
     def rows(self) -> RowGeometry:
-        return RowGeometry(self.width, self.pad, self.deinterleave_lanes or self.lanes)
+        return RowGeometry(self.width, self.pad, self.deinterleave_lanes or self.lanes, getattr(self, "row_align", 0))
 
     @property
     def deinterleave_suffix(self) -> str:
