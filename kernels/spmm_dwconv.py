@@ -186,7 +186,8 @@ def make_spmm_dwconv_kernel(spec: SpmmDwSpec, name: str | None = None):
     single = sum(n for _, n, _ in pieces) <= spec.row_registers
 
     # A stride-1 slot holds its row as computed (between zero borders): the row is computed there (module doc). A
-    # stride-2 slot holds it de-interleaved: computed into S.Row, then placed.
+    # stride-2 slot holds it de-interleaved: computed into S.Row, then placed; or, from rows stored even columns
+    # first (eo), computed there too, each half at its ``dst``.
     direct = walk.row_at is not None or eo
     row_at = walk.row_at if walk.row_at is not None else 0
 

@@ -272,19 +272,17 @@ def _even_odd_rows(layers: list[_Layer], uses: Uses, target, threads: int) -> No
         dw = layer.depthwise
         if dw is None or not isinstance(dw.spec, DepthwiseS2Spec):
             continue
-        producer = next((p for p in layers if p.decision.sparse and p.depthwise is None and p.w is not None
+        producer = next((p for p in layers if p.decision.sparse and p.depthwise is None
                          and p.decision.op == "conv2d" and p.end.same_as(layer.x)), None)
         if producer is None or uses.single_user(producer.end) is None:
             continue
-        shape = static_shape(producer.end)
-        if shape is None or len(shape) != 4:
-            continue
         d = producer.decision
+        width = dw.spec.width  # the depthwise conv's input: the fused 1x1's, the producer's output
         tiling, _ = spmm_tiling(target, producer, threads)
         plan = spmm_plan_for(target, d.pixels, d.block, tiling.mr, threads)
         n_chunks = -(-producer.w.shape[1] // tiling.chunk)
-        if spmm_eo_rows_for(target, int(shape[3]), plan, n_chunks, target.vector_lanes_f32):
-            producer.eo_width = int(shape[3])
+        if spmm_eo_rows_for(target, width, plan, n_chunks, target.vector_lanes_f32):
+            producer.eo_width = width
             dw.eo_input = True
             d.rows_even_odd_to = layer.decision.name
 

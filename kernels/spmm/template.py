@@ -438,22 +438,23 @@ def make_spmm_kernel(spec: SpmmKernelSpec, name: str | None = None):
             chunk_step(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, n_chunks - 1, False, True, p0, pieces)
 
     @T.macro
+    def task_tile(Xf, Xs, Wv, Ptr, Idx, Yf, Rf, p0):
+        # a parallel task's tile, with (eo) an accumulator tile of its own
+        if split:
+            Ap = T.decl_buffer((block * acc_stride,), "float32", scope="local")
+            pixel_tile(Xf, Xs, Wv, Ptr, Idx, Yf, Rf, Ap, p0, full_pieces)
+        else:
+            pixel_tile(Xf, Xs, Wv, Ptr, Idx, Yf, Rf, Yf, p0, full_pieces)
+
+    @T.macro
     def tiles_with(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc):
         if parallel:
             for t in T.parallel(n_tiles):
                 if pack:
                     Xp = T.decl_buffer((tile_elems,), "float32")
-                    if split:
-                        Ap = T.decl_buffer((block * acc_stride,), "float32", scope="local")
-                        pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, Ap, t * mr, full_pieces)
-                    else:
-                        pixel_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, Yf, t * mr, full_pieces)
+                    task_tile(Xf, Xp, Wv, Ptr, Idx, Yf, Rf, t * mr)
                 else:
-                    if split:
-                        Ap = T.decl_buffer((block * acc_stride,), "float32", scope="local")
-                        pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, Ap, t * mr, full_pieces)
-                    else:
-                        pixel_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, Yf, t * mr, full_pieces)
+                    task_tile(Xf, Xf, Wv, Ptr, Idx, Yf, Rf, t * mr)
         else:
             for t in range(n_tiles):
                 pixel_tile(Xf, Xt, Wv, Ptr, Idx, Yf, Rf, Acc, t * mr, full_pieces)
